@@ -1,0 +1,29 @@
+# Two set-up commands (see README): `make train` and `make test`. Both create and reuse .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: train test test-all bench clean
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime requirements-test.txt
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $@
+
+# The main job: a short pretraining on the built-in corpus (a few minutes on a 2-core CPU).
+train: $(VENV)/.runtime
+	$(PY) -m bert_jax.main --config=configs/bert.py:tiny,runlocal --workdir=$(WORKDIR)
+
+# The test suite (what CI runs).
+test: $(VENV)/.test
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

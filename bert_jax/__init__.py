@@ -1,0 +1,1 @@
+"""bert_jax: BERT, ALBERT and ELECTRA pretraining in JAX/Flax."""

@@ -1,0 +1,218 @@
+"""Pieces shared by the family config files (bert.py, albert.py, electra.py).
+
+A family file's `get_config(arg)` takes the string after the colon of
+`--config=configs/<family>.py:<arg>` and returns one `ml_collections.ConfigDict`
+with four sections that each part of the code owns:
+
+  config.model       the encoder (bert_jax.models), HF-style key names
+  config.data        corpus, tokenizer, instance building and masking (bert_jax.data)
+  config.objective   what the loss computes (bert_jax.objectives)
+  config.train / optimizer / mesh / checkpoint / eval / log / init   the loop (bert_jax.train)
+
+`arg` is a comma separated list: a bare first token is the size variant, other bare
+tokens are booleans set to True, `key=value` tokens are typed by their default:
+  configs/bert.py:base            configs/electra.py:variant=small,runlocal
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+# Logical axis names used by the model code. Mapping them to mesh axes happens only in
+# bert_jax/sharding.py (presets) and may be overridden by config.mesh.logical_axis_rules.
+LOGICAL_AXES = ("batch", "length", "embed", "hidden", "heads", "kv", "mlp", "vocab",
+                "type_vocab", "position", "classes", "layers")
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses `variant=base,runlocal` (or `base,runlocal`) into typed fields."""
+  result = ml_collections.ConfigDict(dict(defaults))
+  if not arg:
+    return result
+  for i, token in enumerate(t.strip() for t in arg.split(",")):
+    if not token:
+      continue
+    if "=" in token:
+      key, value = token.split("=", 1)
+    elif i == 0 and "variant" in defaults:
+      key, value = "variant", token
+    else:
+      key, value = token, "True"
+    if key not in defaults:
+      raise ValueError(
+          f"Unknown config argument {key!r} in {arg!r}; known arguments: {sorted(defaults)}.")
+    default = defaults[key]
+    if isinstance(default, bool):
+      if value.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"Config argument {key!r} must be a boolean, got {value!r}.")
+      result[key] = value.lower() in ("true", "1")
+    elif default is None:
+      result[key] = value
+    else:
+      result[key] = type(default)(value)
+  return result
+
+
+def model_config(**overrides) -> ml_collections.ConfigDict:
+  """Encoder hyperparameters. Names follow HuggingFace's config.json where one exists."""
+  c = ml_collections.ConfigDict()
+  c.family = "bert"                  # bert | albert | electra
+  c.vocab_size = 30522
+  c.hidden_size = 768
+  c.num_hidden_layers = 12
+  c.num_attention_heads = 12
+  c.intermediate_size = 3072
+  c.hidden_act = "gelu"              # gelu (exact erf) | gelu_new / gelu_pytorch_tanh (tanh) | relu | silu
+  c.hidden_dropout_prob = 0.1
+  c.attention_probs_dropout_prob = 0.1
+  c.max_position_embeddings = 512
+  c.type_vocab_size = 2
+  c.layer_norm_eps = 1e-12
+  c.initializer_range = 0.02
+  # Factorized embedding (ALBERT, ELECTRA); 0 means "same as hidden_size".
+  c.embedding_size = 0
+  # Cross-layer sharing with ALBERT's semantics: layer i uses group
+  # i * num_hidden_groups // num_hidden_layers; each group holds inner_group_num layers.
+  # 0 means "num_hidden_layers" (no sharing, BERT).
+  c.num_hidden_groups = 0
+  c.inner_group_num = 1
+  c.use_pooler = True
+  # ELECTRA generator as fractions of the discriminator (reference: hidden 0.25 / 1/3).
+  c.generator_hidden_size = 0.25
+  c.generator_layers = 1.0
+  # Compute dtype; parameters are always float32.
+  c.dtype = "float32"                # float32 | bfloat16
+  c.remat = False                    # rematerialise each layer in the backward pass
+  c.update(overrides)
+  return c
+
+
+def data_config(**overrides) -> ml_collections.ConfigDict:
+  """Corpus, tokenizer, instance building and masking (owned by bert_jax.data)."""
+  c = ml_collections.ConfigDict()
+  # --- corpus ---
+  c.source = "builtin"               # builtin | tfds | text | tfrecord
+  c.tfds_name = ""                   # e.g. tiny_shakespeare, wikipedia/20230601.en, c4/en
+  c.tfds_split = "train"
+  c.tfds_eval_split = ""             # empty: hold out eval_fraction of the train documents
+  c.tfds_text_key = "text"
+  c.tfds_data_dir = ""               # empty: TFDS default (or $TFDS_DATA_DIR)
+  c.text_glob = ""                   # local or gs:// glob of text files
+  c.text_format = "sentence_per_line"  # sentence_per_line (blank line between docs) | document_per_line
+  c.tfrecord_glob = ""               # output of `python -m bert_jax.data.preprocess`
+  c.eval_fraction = 0.02             # share of documents held out for evaluation
+  # --- tokenizer ---
+  c.tokenizer = ml_collections.ConfigDict()
+  c.tokenizer.kind = "sentencepiece"   # sentencepiece | wordpiece
+  c.tokenizer.path = ""              # .model / vocab.txt; empty: train one into the workdir
+  c.tokenizer.vocab_size = 30000     # used when training a sentencepiece model
+  c.tokenizer.model_type = "unigram"   # unigram | bpe
+  c.tokenizer.lower_case = True
+  c.tokenizer.train_sentences = 1_000_000  # sentences sampled to train sentencepiece
+  # --- instances ---
+  c.max_seq_length = 128
+  c.instances = "nsp"                # nsp | sop | segments | full_sentences
+  c.short_seq_prob = 0.1
+  c.pack_examples = False            # several examples per row with segment ids
+  # --- masking ---
+  c.masking = "token"                # token | whole_word | ngram | span | electra
+  c.mask_rate = 0.15
+  c.max_predictions_per_seq = 20
+  c.mask_token_prob = 0.8            # replacement split: [MASK] / random / keep
+  c.random_token_prob = 0.1
+  c.keep_token_prob = 0.1
+  c.random_token_range = "non_special"  # non_special | all
+  c.ngram_max = 3
+  c.ngram_weights = ""               # comma separated; empty: p(n) proportional to 1/n
+  c.span_p = 0.2
+  c.span_max = 10
+  # --- input pipeline ---
+  c.seed = 0
+  c.shuffle_buffer = 10_000
+  c.num_parallel_calls = -1          # -1: tf.data.AUTOTUNE
+  c.update(overrides)
+  return c
+
+
+def objective_config(**overrides) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "mlm"                     # mlm (BERT/ALBERT) | electra
+  c.sentence_loss = "nsp"            # nsp | sop | none
+  c.disc_weight = 50.0               # ELECTRA discriminator loss weight
+  c.gen_weight = 1.0
+  c.sampling_temperature = 1.0       # Gumbel sampling of replaced tokens
+  c.update(overrides)
+  return c
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Everything but the model/data/objective sections, with BERT-base recipe defaults."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 256           # global batch, sequences per step
+  c.train.grad_accum_steps = 1       # micro-batches per step (batch_size must divide)
+  c.train.num_steps = 1_000_000
+  c.train.max_consecutive_nonfinite = 10  # stop (keeping the last good checkpoint) after this many
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "bert_adamw"    # adamw | bert_adamw (no bias correction) | lamb
+  c.optimizer.learning_rate = 1e-4
+  c.optimizer.warmup_steps = 10_000
+  c.optimizer.schedule = "linear"    # linear | polynomial | constant
+  c.optimizer.power = 1.0
+  c.optimizer.end_learning_rate = 0.0
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-6
+  c.optimizer.weight_decay = 0.01
+  c.optimizer.clip_grad_norm = 1.0   # 0 disables
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1                   # one of data/fsdp/tensor may be -1: the rest of the devices
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  c.mesh.preset = "dp"               # dp | fsdp | tp | fsdp_tp
+  c.mesh.logical_axis_rules = ""     # optional override: "batch=data+fsdp,embed=fsdp,mlp=tensor"
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 1000
+  c.checkpoint.keep = 3
+  c.checkpoint.keep_best = 1
+  c.checkpoint.best_metric = "eval/mlm_loss"
+  c.checkpoint.best_mode = "min"
+  c.checkpoint.async_save = True
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_steps = 1000
+  c.eval.num_batches = 20
+  c.eval.batch_size = 0              # 0: train.batch_size
+
+  c.log = ml_collections.ConfigDict()
+  c.log.every_steps = 100
+
+  c.init = ml_collections.ConfigDict()
+  c.init.hf_checkpoint = ""          # warm start from an HF directory (bert_jax.interop.hf)
+  return c
+
+
+def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a config so it runs on a laptop CPU in minutes."""
+  config.data.tokenizer.vocab_size = 4000
+  config.data.tokenizer.train_sentences = 20_000
+  config.data.max_seq_length = 64
+  config.data.max_predictions_per_seq = 10
+  config.data.shuffle_buffer = 1000
+  config.model.vocab_size = 4000
+  config.model.max_position_embeddings = 128
+  config.train.batch_size = 32
+  config.train.num_steps = 600
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.warmup_steps = 60
+  config.optimizer.name = "adamw"
+  config.checkpoint.every_steps = 200
+  config.eval.every_steps = 200
+  config.eval.num_batches = 10
+  config.log.every_steps = 50
+  return config

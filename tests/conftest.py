@@ -1,0 +1,27 @@
+"""Test set-up: 8 fake CPU devices (set before jax is imported) and shared fixtures."""
+
+import os
+import pathlib
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def shared_path(*parts: str) -> pathlib.Path:
+  """A path under ../shared, or skip the test when it is absent."""
+  path = SHARED.joinpath(*parts)
+  if not path.exists():
+    pytest.skip(f"{path} is absent (../shared is for developers and CI only)")
+  return path
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: long-running check (minutes)")
