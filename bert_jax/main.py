@@ -1,0 +1,58 @@
+r"""Entry point (the only file with flags).
+
+  python -m bert_jax.main --config=configs/electra.py:small --workdir=gs://bucket/run1 \
+      --config.data.mask_rate=0.25
+
+Re-running the same command resumes from the newest checkpoint in --workdir. On a multi-host
+TPU pod slice run the same command on every host (see launch/tpu_vm.sh); jax.distributed is
+initialised automatically there. On other clusters set JAX_COORDINATOR_ADDRESS,
+JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/bert.py:tiny,runlocal.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory (local or gs://) for checkpoints and logs.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _maybe_initialize_distributed() -> None:
+  """jax.distributed.initialize() when this is one process of several (must precede any jax use)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if "JAX_COORDINATOR_ADDRESS" in os.environ:
+    jax.distributed.initialize(
+        coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+        num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+        process_id=int(os.environ["JAX_PROCESS_ID"]))
+  elif os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0 or os.environ.get("SLURM_NTASKS", "1") != "1":
+    jax.distributed.initialize()  # auto-detects Cloud TPU pod slices and SLURM
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  _maybe_initialize_distributed()
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from bert_jax import train  # pylint: disable=g-import-not-at-top
+
+  logging.getLogger().setLevel(logging.INFO if jax.process_index() == 0 else logging.ERROR)
+  # Data workers must not grab accelerator memory; tf is imported lazily by bert_jax.data only.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  if summary["status"] == "nonfinite":
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
