@@ -80,6 +80,8 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   # ELECTRA generator as fractions of the discriminator (reference: hidden 0.25 / 1/3).
   c.generator_hidden_size = 0.25
   c.generator_layers = 1.0
+  c.generator_num_attention_heads = 0  # 0: max(1, generator hidden // 64) as the reference
+  c.generator_intermediate_size = 0    # 0: 4 * generator hidden
   # Compute dtype; parameters are always float32.
   c.dtype = "float32"                # float32 | bfloat16
   c.remat = False                    # rematerialise each layer in the backward pass

@@ -1,0 +1,109 @@
+"""BERT / ALBERT / ELECTRA models (Flax Linen) and the model API the rest of bert_jax uses.
+
+  validate(model_config) -> ModelConfig     raises ValueError naming config.model.<key>
+  build(model_config) -> PretrainingModel (bert, albert) | ElectraPretrainingModel (electra)
+  dummy_batch(model_config, batch_size, seq_len, max_predictions) -> dict of numpy arrays
+  init_params(model, rng, batch) -> plain float32 params pytree
+  logical_specs(model, batch) -> same pytree of logical PartitionSpecs (nothing allocated)
+  backbone_params(params) -> {"bert": {...}} of any pretraining model, for the fine-tuning models
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from bert_jax.models.bert import BertModel
+from bert_jax.models.bert import ForQuestionAnswering
+from bert_jax.models.bert import ForSequenceClassification
+from bert_jax.models.bert import PretrainingModel
+from bert_jax.models.config import ModelConfig
+from bert_jax.models.config import generator_config
+from bert_jax.models.config import validate
+from bert_jax.models.electra import ElectraPretrainingModel
+
+__all__ = [
+    "BertModel", "ElectraPretrainingModel", "ForQuestionAnswering", "ForSequenceClassification",
+    "ModelConfig", "PretrainingModel", "backbone_params", "build", "dummy_batch",
+    "generator_config", "init_params", "logical_specs", "param_count", "validate",
+]
+
+# Keys of the batch dict the models read (the other batch keys are labels).
+MODEL_INPUTS = ("input_ids", "input_mask", "token_type_ids", "masked_lm_positions",
+                "segment_ids", "position_ids")
+
+
+def build(model_config: Any) -> nn.Module:
+  """The pretraining model of config.model.family (validated first)."""
+  cfg = validate(model_config)
+  if cfg.family == "electra":
+    return ElectraPretrainingModel(cfg)
+  return PretrainingModel(cfg)
+
+
+def dummy_batch(model_config: Any, batch_size: int = 2, seq_len: int = 16,
+                max_predictions: int = 4) -> dict[str, np.ndarray]:
+  """A batch with every key of the data contract (zeros, all tokens real)."""
+  del model_config  # shapes only depend on the sizes; kept for a uniform signature
+  b, l, p = batch_size, seq_len, max_predictions
+  return {
+      "input_ids": np.zeros((b, l), np.int32),
+      "input_mask": np.ones((b, l), np.int32),
+      "token_type_ids": np.zeros((b, l), np.int32),
+      "segment_ids": np.ones((b, l), np.int32),
+      "position_ids": np.broadcast_to(np.arange(l, dtype=np.int32), (b, l)).copy(),
+      "masked_lm_positions": np.zeros((b, p), np.int32),
+      "masked_lm_ids": np.zeros((b, p), np.int32),
+      "masked_lm_weights": np.zeros((b, p), np.float32),
+      "next_sentence_labels": np.zeros((b,), np.int32),
+  }
+
+
+def model_inputs(model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+  """The subset of `batch` that `model.__call__` takes as keyword arguments."""
+  keys = MODEL_INPUTS
+  if isinstance(model, (ForSequenceClassification, ForQuestionAnswering)):
+    keys = tuple(k for k in MODEL_INPUTS if k != "masked_lm_positions")
+  return {k: batch[k] for k in keys if k in batch}
+
+
+def _init(model: nn.Module, rng: jax.Array, batch: dict[str, Any]):
+  return model.init({"params": rng}, **model_inputs(model, batch), deterministic=True)
+
+
+def init_params(model: nn.Module, rng: jax.Array, batch: dict[str, Any]):
+  """Random float32 params, unboxed (no LogicallyPartitioned wrappers)."""
+  return nn.meta.unbox(_init(model, rng, batch)["params"])
+
+
+def logical_specs(model: nn.Module, batch: dict[str, Any]):
+  """Logical PartitionSpec for every param (same tree as init_params), via eval_shape."""
+  abstract = jax.eval_shape(lambda r: _init(model, r, batch), jax.random.key(0))
+  return nn.get_partition_spec(abstract)["params"]
+
+
+def abstract_params(model: nn.Module, batch: dict[str, Any]):
+  """ShapeDtypeStructs of the params (nothing allocated)."""
+  abstract = jax.eval_shape(lambda r: _init(model, r, batch), jax.random.key(0))
+  return nn.meta.unbox(abstract["params"])
+
+
+def param_count(tree) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def backbone_params(params: dict[str, Any]) -> dict[str, Any]:
+  """{"bert": {"embeddings", "encoder"}} from PretrainingModel or ELECTRA params.
+
+  Use it to warm-start ForSequenceClassification / ForQuestionAnswering (their heads stay
+  freshly initialised). ELECTRA's backbone is the discriminator with the shared embeddings.
+  """
+  if "bert" in params:
+    return {"bert": params["bert"]}
+  if "discriminator_encoder" in params:
+    return {"bert": {"embeddings": params["embeddings"],
+                     "encoder": params["discriminator_encoder"]}}
+  raise ValueError(f"Not pretraining params: top-level keys {sorted(params)}.")

@@ -1,0 +1,116 @@
+"""BERT / ALBERT pretraining model and the fine-tuning models (all families).
+
+Parameter tree (names are stable; bert_jax/interop maps them to HF names):
+  embeddings/{word_embeddings,position_embeddings,token_type_embeddings}/embedding, LayerNorm
+  encoder/embeddings_project (ALBERT, or E != H), encoder/group_{g}_layer_{j}/..., encoder/pooler
+  mlm/{transform, transform_LayerNorm, bias}, sentence/dense      (PretrainingModel)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert_jax.models import config as config_lib
+from bert_jax.models import heads
+from bert_jax.models import layers
+
+Array = jax.Array
+
+
+def _prepare(input_ids, input_mask, token_type_ids, segment_ids, position_ids):
+  """Defaults for optional inputs, and the [B, 1, L, L] attention mask."""
+  if token_type_ids is None:
+    token_type_ids = jnp.zeros_like(input_ids)
+  if position_ids is None:
+    position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+  mask = layers.attention_mask(input_mask, segment_ids)
+  return token_type_ids, position_ids, mask
+
+
+class _ConfigMixin:
+  """Accepts a ConfigDict / dict / ModelConfig as `config` and validates it once."""
+
+  def __post_init__(self):
+    object.__setattr__(self, "config", config_lib.validate(self.config))
+    super().__post_init__()
+
+
+class BertModel(_ConfigMixin, nn.Module):
+  """Embeddings + encoder (+ pooler): the backbone every model below wraps."""
+  config: Any
+
+  def setup(self):
+    self.embeddings = layers.Embeddings(self.config)
+    self.encoder = layers.Encoder(self.config)
+
+  def __call__(self, input_ids, input_mask, token_type_ids=None, segment_ids=None,
+               position_ids=None, deterministic: bool = True):
+    token_type_ids, position_ids, mask = _prepare(
+        input_ids, input_mask, token_type_ids, segment_ids, position_ids)
+    x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
+    return self.encoder(x, mask, deterministic)
+
+
+class PretrainingModel(_ConfigMixin, nn.Module):
+  """BERT / ALBERT: encoder, MLM head tied to the word table, NSP/SOP head."""
+  config: Any
+
+  def setup(self):
+    self.bert = BertModel(self.config, name="bert")
+    self.mlm = heads.MLMHead(self.config)
+    if self.config.use_pooler:
+      self.sentence = heads.Classifier(self.config, 2)
+
+  def __call__(self, input_ids, input_mask, token_type_ids=None, masked_lm_positions=None,
+               segment_ids=None, position_ids=None, deterministic: bool = True):
+    seq, pooled = self.bert(input_ids, input_mask, token_type_ids, segment_ids, position_ids,
+                            deterministic)
+    mlm_logits = self.mlm(heads.gather_positions(seq, masked_lm_positions),
+                          self.bert.embeddings)
+    sentence_logits = None
+    if self.config.use_pooler:
+      # HF NSP/SOP heads put dropout before the classifier; BERT's has none, it is a no-op
+      # in eval (the parity tests) and a small regulariser in training.
+      sentence_logits = self.sentence(pooled, deterministic)
+    return {"sequence_output": seq, "pooled_output": pooled, "mlm_logits": mlm_logits,
+            "sentence_logits": sentence_logits}
+
+
+class ForSequenceClassification(_ConfigMixin, nn.Module):
+  """Sentence(-pair) classification: pooled [CLS] (BERT/ALBERT) or ELECTRA's head.
+
+  ELECTRA (no pooler) uses HF ElectraClassificationHead: dense on [CLS], gelu, out.
+  """
+  config: Any
+  num_labels: int = 2
+
+  @nn.compact
+  def __call__(self, input_ids, input_mask, token_type_ids=None, segment_ids=None,
+               position_ids=None, deterministic: bool = True):
+    cfg = self.config
+    seq, pooled = BertModel(cfg, name="bert")(input_ids, input_mask, token_type_ids,
+                                              segment_ids, position_ids, deterministic)
+    if pooled is None:
+      x = nn.Dropout(cfg.hidden_dropout_prob)(seq[:, 0], deterministic=deterministic)
+      x = layers.dense(cfg, cfg.hidden_size, ("embed", "hidden"), "pre_classifier")(x)
+      pooled = layers.activation("gelu")(x)
+    return heads.Classifier(cfg, self.num_labels, name="classifier")(pooled, deterministic)
+
+
+class ForQuestionAnswering(_ConfigMixin, nn.Module):
+  """SQuAD-style span head: per-token start and end logits, [B, L] each."""
+  config: Any
+
+  @nn.compact
+  def __call__(self, input_ids, input_mask, token_type_ids=None, segment_ids=None,
+               position_ids=None, deterministic: bool = True):
+    cfg = self.config
+    seq, _ = BertModel(cfg, name="bert")(input_ids, input_mask, token_type_ids, segment_ids,
+                                         position_ids, deterministic)
+    logits = layers.dense(cfg, 2, ("embed", "classes"), "qa_outputs")(seq)
+    logits = logits.astype(jnp.float32)
+    return logits[..., 0], logits[..., 1]

@@ -1,0 +1,144 @@
+"""Model configuration: a frozen dataclass built from `config.model`, and its validation.
+
+The Flax modules hold a `ModelConfig` (hashable, immutable) rather than a ConfigDict.
+Key names follow HuggingFace's config.json (see configs/common.py::model_config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+FAMILIES = ("bert", "albert", "electra")
+# HF activation names we support (transformers.activations.ACT2FN spelling).
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish",
+               "tanh")
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Encoder hyperparameters (see configs/common.py::model_config for meanings)."""
+  family: str = "bert"
+  vocab_size: int = 30522
+  hidden_size: int = 768
+  num_hidden_layers: int = 12
+  num_attention_heads: int = 12
+  intermediate_size: int = 3072
+  hidden_act: str = "gelu"
+  hidden_dropout_prob: float = 0.1
+  attention_probs_dropout_prob: float = 0.1
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  initializer_range: float = 0.02
+  embedding_size: int = 0          # 0: hidden_size
+  num_hidden_groups: int = 0       # 0: num_hidden_layers (no sharing)
+  inner_group_num: int = 1
+  use_pooler: bool = True
+  generator_hidden_size: float = 0.25
+  generator_layers: float = 1.0
+  generator_num_attention_heads: int = 0   # 0: max(1, generator hidden // 64)
+  generator_intermediate_size: int = 0     # 0: 4 * generator hidden
+  dtype: str = "float32"
+  remat: bool = False
+  # Activation of the MLM transform; "" means hidden_act. HF's ELECTRA generator head
+  # hard-codes exact gelu, which `generator_config` sets here.
+  mlm_act: str = ""
+
+  @property
+  def emb_size(self) -> int:
+    return self.embedding_size or self.hidden_size
+
+  @property
+  def num_groups(self) -> int:
+    return self.num_hidden_groups or self.num_hidden_layers
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_attention_heads
+
+
+def from_any(cfg: Any) -> ModelConfig:
+  """ModelConfig from a ModelConfig, ConfigDict or mapping; unknown keys are an error."""
+  if isinstance(cfg, ModelConfig):
+    return cfg
+  if hasattr(cfg, "to_dict"):
+    cfg = cfg.to_dict()
+  if not isinstance(cfg, Mapping):
+    raise TypeError(f"Expected a model config (ConfigDict or dict), got {type(cfg).__name__}.")
+  names = {f.name for f in dataclasses.fields(ModelConfig)}
+  unknown = sorted(set(cfg) - names)
+  if unknown:
+    raise ValueError(f"Unknown config.model keys {unknown}; known keys: {sorted(names)}.")
+  return ModelConfig(**dict(cfg))
+
+
+def validate(cfg: Any) -> ModelConfig:
+  """Checks a model config; raises ValueError naming the offending `config.model.<key>`."""
+  c = from_any(cfg)
+
+  def bad(key: str, why: str):
+    raise ValueError(f"config.model.{key}={getattr(c, key)!r}: {why}")
+
+  if c.family not in FAMILIES:
+    bad("family", f"must be one of {FAMILIES}.")
+  for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+              "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+    value = getattr(c, key)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+      bad(key, "must be a positive integer.")
+  for key in ("embedding_size", "num_hidden_groups", "generator_num_attention_heads",
+              "generator_intermediate_size"):
+    value = getattr(c, key)
+    if not isinstance(value, int) or value < 0:
+      bad(key, "must be a non-negative integer (0 means the default).")
+  if not isinstance(c.inner_group_num, int) or c.inner_group_num <= 0:
+    bad("inner_group_num", "must be a positive integer.")
+  if c.hidden_size % c.num_attention_heads:
+    bad("hidden_size", f"must be divisible by num_attention_heads={c.num_attention_heads}.")
+  for key in ("hidden_act",) + (("mlm_act",) if c.mlm_act else ()):
+    if getattr(c, key) not in ACTIVATIONS:
+      bad(key, f"unknown activation; choose one of {ACTIVATIONS}.")
+  for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+    if not 0.0 <= getattr(c, key) < 1.0:
+      bad(key, "must be in [0, 1).")
+  if not c.layer_norm_eps > 0:
+    bad("layer_norm_eps", "must be positive.")
+  if not c.initializer_range > 0:
+    bad("initializer_range", "must be positive.")
+  if c.num_groups > c.num_hidden_layers or c.num_hidden_layers % c.num_groups:
+    bad("num_hidden_groups",
+        f"must divide num_hidden_layers={c.num_hidden_layers} (0 means one group per layer).")
+  if c.family == "bert" and (c.num_groups != c.num_hidden_layers or c.inner_group_num != 1):
+    bad("num_hidden_groups", "cross-layer sharing is an ALBERT feature; set family='albert'.")
+  if c.dtype not in DTYPES:
+    bad("dtype", f"must be one of {DTYPES}.")
+  if c.family == "electra":
+    if not 0 < c.generator_hidden_size <= 1:
+      bad("generator_hidden_size", "must be a fraction in (0, 1] of hidden_size.")
+    if not 0 < c.generator_layers <= 1:
+      bad("generator_layers", "must be a fraction in (0, 1] of num_hidden_layers.")
+    g = generator_config(c, check=False)
+    if g.hidden_size % g.num_attention_heads:
+      bad("generator_hidden_size", f"gives a generator hidden size {g.hidden_size} not "
+          f"divisible by its {g.num_attention_heads} heads (set "
+          "config.model.generator_num_attention_heads).")
+  return c
+
+
+def generator_config(cfg: Any, check: bool = True) -> ModelConfig:
+  """ELECTRA generator: hidden and depth as fractions of the discriminator.
+
+  As google-research/electra `get_generator_config`: hidden = round(H * fraction),
+  intermediate = 4 * hidden, heads = max(1, hidden // 64), layers = round(L * fraction).
+  The embedding width is the discriminator's (embeddings are shared).
+  """
+  c = validate(cfg) if check else from_any(cfg)
+  hidden = max(1, int(round(c.hidden_size * c.generator_hidden_size)))
+  return dataclasses.replace(
+      c, hidden_size=hidden, intermediate_size=c.generator_intermediate_size or 4 * hidden,
+      num_attention_heads=c.generator_num_attention_heads or max(1, hidden // 64),
+      num_hidden_layers=max(1, int(round(c.num_hidden_layers * c.generator_layers))),
+      num_hidden_groups=0, inner_group_num=1, use_pooler=False, embedding_size=c.emb_size,
+      mlm_act="gelu")

@@ -1,0 +1,193 @@
+"""Transformer building blocks shared by BERT, ALBERT and ELECTRA (Flax Linen).
+
+Shapes: B batch, L length, H hidden, E embedding width, N heads, D head dim, I intermediate.
+Every parameter carries logical axis names; activations are constrained with logical names
+too. Mapping names to mesh axes happens only in bert_jax/sharding.py.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert_jax.models.config import ModelConfig
+
+Array = jax.Array
+
+# "embed" is the residual width H. "hidden" names any other width-sized axis that must not
+# share a mesh axis with "embed" in the same kernel: the factorised embedding width E
+# (ALBERT/ELECTRA), the pooler and MLM-transform outputs.
+EMB_AXIS = "hidden"
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+  """HF ACT2FN semantics: `gelu` is exact (erf), `gelu_new`/`gelu_pytorch_tanh` use tanh."""
+  return {
+      "gelu": functools.partial(jax.nn.gelu, approximate=False),
+      "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+      "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+      "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
+      "relu": jax.nn.relu,
+      "silu": jax.nn.silu,
+      "swish": jax.nn.silu,
+      "tanh": jnp.tanh,
+  }[name]
+
+
+def dtype_of(cfg: ModelConfig):
+  return jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
+
+
+def kernel_init(cfg: ModelConfig, axes: tuple[str, ...]):
+  # google-research/bert: truncated normal with stddev initializer_range.
+  return nn.with_logical_partitioning(
+      nn.initializers.truncated_normal(cfg.initializer_range), axes)
+
+
+def bias_init(axes: tuple[str, ...]):
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+def dense(cfg: ModelConfig, features, axes: tuple[str, ...], name: str, axis=-1):
+  """DenseGeneral with logical names on kernel (all axes) and bias (output axes)."""
+  nout = 1 if isinstance(features, int) else len(features)
+  return nn.DenseGeneral(
+      features, axis=axis, dtype=dtype_of(cfg), param_dtype=jnp.float32,
+      kernel_init=kernel_init(cfg, axes), bias_init=bias_init(axes[-nout:]), name=name)
+
+
+def layer_norm(cfg: ModelConfig, axis_name: str, name: str):
+  return nn.LayerNorm(
+      epsilon=cfg.layer_norm_eps, dtype=dtype_of(cfg), param_dtype=jnp.float32,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axis_name,)),
+      bias_init=bias_init((axis_name,)), name=name)
+
+
+def attention_mask(input_mask: Array, segment_ids: Array | None) -> Array:
+  """Boolean [B, 1, L, L]: may query i attend key j.
+
+  Key j must be a real token. With packing, i and j must also share a segment id. Padding
+  queries (segment 0) see all real keys, as in HF, so their (ignored) outputs stay finite
+  and the unpacked case (segment_ids == input_mask) is exactly HF's padding mask.
+  """
+  keys = input_mask[:, None, None, :].astype(bool)
+  if segment_ids is None:
+    return keys
+  q = segment_ids[:, None, :, None]
+  k = segment_ids[:, None, None, :]
+  return keys & ((q == k) | (q == 0))
+
+
+class Embeddings(nn.Module):
+  """Word + position + token-type embeddings, LayerNorm, dropout (width E)."""
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    # With a projection E -> H the table width is its own logical axis.
+    width = "embed" if cfg.family == "bert" else EMB_AXIS
+    self.width_axis = width
+    init = lambda axes: nn.with_logical_partitioning(  # noqa: E731
+        nn.initializers.truncated_normal(cfg.initializer_range), axes)
+    emb = functools.partial(nn.Embed, features=cfg.emb_size, dtype=dtype_of(cfg),
+                            param_dtype=jnp.float32)
+    self.word_embeddings = emb(cfg.vocab_size, embedding_init=init(("vocab", width)))
+    self.position_embeddings = emb(cfg.max_position_embeddings,
+                                   embedding_init=init(("position", width)))
+    self.token_type_embeddings = emb(cfg.type_vocab_size,
+                                     embedding_init=init(("type_vocab", width)))
+    self.LayerNorm = layer_norm(cfg, width, "LayerNorm")
+    self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+  def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool):
+    x = (self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+         + self.token_type_embeddings(token_type_ids))
+    x = self.LayerNorm(x)
+    x = self.dropout(x, deterministic=deterministic)
+    return nn.with_logical_constraint(x, ("batch", "length", self.width_axis))
+
+  def attend(self, x: Array) -> Array:
+    """Logits against the word table (tied MLM decoder): [..., E] -> [..., V]."""
+    return self.word_embeddings.attend(x)
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention with HF numerics (masked logits pushed to dtype min)."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array, deterministic: bool = True) -> Array:
+    cfg = self.cfg
+    n, d = cfg.num_attention_heads, cfg.head_dim
+    proj = lambda name: dense(cfg, (n, d), ("embed", "heads", "kv"), name)  # noqa: E731
+    q, k, v = proj("query")(x), proj("key")(x), proj("value")(x)
+    q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
+    k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
+    v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
+    # Softmax in float32 whatever the compute dtype.
+    logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
+    logits = logits / jnp.sqrt(jnp.float32(d))
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+    ctx = jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v)
+    ctx = nn.with_logical_constraint(ctx, ("batch", "length", "heads", "kv"))
+    return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "output", axis=(-2, -1))(ctx)
+
+
+class TransformerLayer(nn.Module):
+  """Post-LN block: x + attn -> LN -> x + FFN -> LN (BERT / ALBERT / ELECTRA)."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array, deterministic: bool = True) -> Array:
+    cfg = self.cfg
+    drop = lambda y: nn.Dropout(cfg.hidden_dropout_prob)(  # noqa: E731
+        y, deterministic=deterministic)
+    h = SelfAttention(cfg, name="attention")(x, mask, deterministic)
+    x = layer_norm(cfg, "embed", "attention_LayerNorm")(x + drop(h))
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    h = dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate")(x)
+    h = activation(cfg.hidden_act)(h)
+    h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+    h = dense(cfg, cfg.hidden_size, ("mlp", "embed"), "output")(h)
+    x = layer_norm(cfg, "embed", "output_LayerNorm")(x + drop(h))
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class Encoder(nn.Module):
+  """Projection E -> H (if needed), the layer stack with ALBERT sharing, optional pooler.
+
+  Layer i of num_hidden_layers runs group i * G // num_hidden_layers (G groups), and a group
+  runs its inner_group_num layers in order, as HF AlbertTransformer. BERT/ELECTRA are G =
+  num_hidden_layers, inner 1. Parameters: group_{g}/layer_{j}; shared groups are called
+  several times (one parameter set, no copies).
+  """
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array,
+               deterministic: bool = True) -> tuple[Array, Array | None]:
+    cfg = self.cfg
+    # HF ALBERT always has embedding_hidden_mapping_in; ELECTRA only when E != H.
+    if cfg.family == "albert" or x.shape[-1] != cfg.hidden_size:
+      x = dense(cfg, cfg.hidden_size, (EMB_AXIS, "embed"), "embeddings_project")(x)
+      x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    layer_cls = TransformerLayer
+    if cfg.remat:
+      # static_argnums counts self: (self, x, mask, deterministic).
+      layer_cls = nn.remat(TransformerLayer, prevent_cse=True, static_argnums=(3,))
+    groups = [[layer_cls(cfg, name=f"group_{g}_layer_{j}")
+               for j in range(cfg.inner_group_num)] for g in range(cfg.num_groups)]
+    for i in range(cfg.num_hidden_layers):
+      for layer in groups[i * cfg.num_groups // cfg.num_hidden_layers]:
+        x = layer(x, mask, deterministic)
+    pooled = None
+    if cfg.use_pooler:
+      pooled = dense(cfg, cfg.hidden_size, ("embed", "hidden"), "pooler")(x[:, 0])
+      pooled = jnp.tanh(pooled)
+    return x, pooled
