@@ -112,6 +112,8 @@ def validate(cfg: Any) -> ModelConfig:
         f"must divide num_hidden_layers={c.num_hidden_layers} (0 means one group per layer).")
   if c.family == "bert" and (c.num_groups != c.num_hidden_layers or c.inner_group_num != 1):
     bad("num_hidden_groups", "cross-layer sharing is an ALBERT feature; set family='albert'.")
+  if c.family == "bert" and c.embedding_size not in (0, c.hidden_size):
+    bad("embedding_size", "a factorised embedding is an ALBERT/ELECTRA feature; use 0 for BERT.")
   if c.dtype not in DTYPES:
     bad("dtype", f"must be one of {DTYPES}.")
   if c.family == "electra":

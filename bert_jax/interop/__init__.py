@@ -1,0 +1,1 @@
+"""Checkpoint interop: HuggingFace (PyTorch-layout safetensors) import and export."""

@@ -1,0 +1,448 @@
+"""HuggingFace <-> bert_jax checkpoints, through PyTorch-layout state dicts (no torch needed).
+
+transformers v5 has no Flax models, so we read and write the PyTorch checkpoint files
+directly: `config.json` + `model.safetensors` (or a sharded `model.safetensors.index.json`,
+or `pytorch_model.bin`, which needs torch). Supported HF classes:
+
+  bert     BertModel, BertForPreTraining, BertForMaskedLM (and any Bert* backbone)
+  albert   AlbertModel, AlbertForPreTraining, AlbertForMaskedLM
+  electra  ElectraForPreTraining (discriminator) + optionally ElectraForMaskedLM (generator)
+
+An ELECTRA pair is imported from the discriminator directory plus the generator directory
+(`generator_dir`, or `<dir>/generator` when it exists); the shared embeddings come from the
+discriminator. Export writes the discriminator to `<dir>` and the generator to
+`<dir>/generator` with the shared tables copied into both (HF keeps one per model).
+
+Parameters the checkpoint lacks (e.g. the MLM/NSP heads of a BertModel, the generator of a
+lone discriminator) are freshly initialised by `import_hf` and listed in its info; the
+loader for warm starts (`load_hf_checkpoint`) returns only what the checkpoint holds.
+All conversions are transposes/reshapes, so import -> export is bit-exact for float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, Iterable
+
+import numpy as np
+
+from bert_jax.models import config as config_lib
+
+ModelConfig = config_lib.ModelConfig
+Params = dict[str, Any]
+
+# Keys HF stores for tied weights or buffers: expected in checkpoints, never parameters here.
+_TIED_OR_BUFFERS = ("position_ids", "token_type_ids", "cls.predictions.decoder.weight",
+                    "cls.predictions.decoder.bias", "predictions.decoder.weight",
+                    "predictions.decoder.bias", "generator_lm_head.weight")
+
+ARCHITECTURES = {"bert": "BertForPreTraining", "albert": "AlbertForPreTraining",
+                 "electra": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Name map: (our param path, HF key, conversion kind) for one model.
+# kinds: copy (same layout), dense (kernel = W.T), qkv (W.T -> [H, N, D]), qkv_bias ([N*D] ->
+# [N, D]), attn_out (W.T -> [N, D, H]).
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  path: tuple[str, ...]
+  hf_key: str
+  kind: str
+  heads: int = 0
+
+
+def _linear(hf: str, path: tuple[str, ...], kind: str = "dense", heads: int = 0) -> list[Entry]:
+  bias_kind = "qkv_bias" if kind == "qkv" else "copy"
+  return [Entry(path + ("kernel",), hf + ".weight", kind, heads),
+          Entry(path + ("bias",), hf + ".bias", bias_kind, heads)]
+
+
+def _norm(hf: str, path: tuple[str, ...]) -> list[Entry]:
+  return [Entry(path + ("scale",), hf + ".weight", "copy"),
+          Entry(path + ("bias",), hf + ".bias", "copy")]
+
+
+def _embeddings(hf: str, path: tuple[str, ...]) -> list[Entry]:
+  out = [Entry(path + (f"{t}_embeddings", "embedding"), f"{hf}.{t}_embeddings.weight", "copy")
+         for t in ("word", "position", "token_type")]
+  return out + _norm(hf + ".LayerNorm", path + ("LayerNorm",))
+
+
+def _layer(hf: str, path: tuple[str, ...], n: int, albert: bool) -> list[Entry]:
+  if albert:
+    names = dict(q="attention.query", k="attention.key", v="attention.value",
+                 o="attention.dense", ln1="attention.LayerNorm", i="ffn", out="ffn_output",
+                 ln2="full_layer_layer_norm")
+  else:
+    names = dict(q="attention.self.query", k="attention.self.key", v="attention.self.value",
+                 o="attention.output.dense", ln1="attention.output.LayerNorm",
+                 i="intermediate.dense", out="output.dense", ln2="output.LayerNorm")
+  h = lambda k: f"{hf}.{names[k]}"  # noqa: E731
+  return (_linear(h("q"), path + ("attention", "query"), "qkv", n)
+          + _linear(h("k"), path + ("attention", "key"), "qkv", n)
+          + _linear(h("v"), path + ("attention", "value"), "qkv", n)
+          + _linear(h("o"), path + ("attention", "output"), "attn_out", n)
+          + _norm(h("ln1"), path + ("attention_LayerNorm",))
+          + _linear(h("i"), path + ("intermediate",))
+          + _linear(h("out"), path + ("output",))
+          + _norm(h("ln2"), path + ("output_LayerNorm",)))
+
+
+def _encoder(cfg: ModelConfig, hf: str, path: tuple[str, ...], project_key: str) -> list[Entry]:
+  n = cfg.num_attention_heads
+  out = []
+  if cfg.family == "albert" or cfg.emb_size != cfg.hidden_size:
+    out += _linear(project_key, path + ("embeddings_project",))
+  if cfg.family == "albert":
+    for g in range(cfg.num_groups):
+      for j in range(cfg.inner_group_num):
+        out += _layer(f"{hf}.encoder.albert_layer_groups.{g}.albert_layers.{j}",
+                      path + (f"group_{g}_layer_{j}",), n, albert=True)
+  else:
+    for i in range(cfg.num_hidden_layers):
+      out += _layer(f"{hf}.encoder.layer.{i}", path + (f"group_{i}_layer_0",), n, albert=False)
+  return out
+
+
+def name_map(cfg: ModelConfig, part: str, prefix: str | None = None) -> list[Entry]:
+  """Entries of one HF model: part is bert | albert | electra (discriminator) | generator."""
+  if part == "bert":
+    p = "bert" if prefix is None else prefix
+    hf = lambda k: f"{p}.{k}" if p else k  # noqa: E731
+    out = _embeddings(hf("embeddings"), ("bert", "embeddings"))
+    out += _encoder(cfg, p, ("bert", "encoder"), "")
+    out = [dataclasses.replace(e, hf_key=e.hf_key.lstrip(".")) for e in out]
+    out += _linear(hf("pooler.dense"), ("bert", "encoder", "pooler"))
+    out += _linear("cls.predictions.transform.dense", ("mlm", "transform"))
+    out += _norm("cls.predictions.transform.LayerNorm", ("mlm", "transform_LayerNorm"))
+    out += [Entry(("mlm", "bias"), "cls.predictions.bias", "copy")]
+    out += _linear("cls.seq_relationship", ("sentence", "dense"))
+    return out
+  if part == "albert":
+    p = "albert" if prefix is None else prefix
+    hf = lambda k: f"{p}.{k}" if p else k  # noqa: E731
+    out = _embeddings(hf("embeddings"), ("bert", "embeddings"))
+    out += [dataclasses.replace(e, hf_key=e.hf_key.lstrip(".")) for e in _encoder(
+        cfg, p, ("bert", "encoder"), hf("encoder.embedding_hidden_mapping_in"))]
+    out += _linear(hf("pooler"), ("bert", "encoder", "pooler"))
+    out += _linear("predictions.dense", ("mlm", "transform"))
+    out += _norm("predictions.LayerNorm", ("mlm", "transform_LayerNorm"))
+    out += [Entry(("mlm", "bias"), "predictions.bias", "copy")]
+    out += _linear("sop_classifier.classifier", ("sentence", "dense"))
+    return out
+  if part in ("electra", "generator"):
+    p = "electra" if prefix is None else prefix
+    hf = lambda k: f"{p}.{k}" if p else k  # noqa: E731
+    sub = cfg if part == "electra" else config_lib.generator_config(cfg)
+    tower = "discriminator_encoder" if part == "electra" else "generator_encoder"
+    out = _embeddings(hf("embeddings"), ("embeddings",))
+    out += [dataclasses.replace(e, hf_key=e.hf_key.lstrip(".")) for e in _encoder(
+        sub, p, (tower,), hf("embeddings_project"))]
+    if part == "electra":
+      out += _linear("discriminator_predictions.dense", ("discriminator_head", "dense"))
+      out += _linear("discriminator_predictions.dense_prediction",
+                     ("discriminator_head", "prediction"))
+    else:
+      out += _linear("generator_predictions.dense", ("generator_mlm", "transform"))
+      out += _norm("generator_predictions.LayerNorm", ("generator_mlm", "transform_LayerNorm"))
+      out += [Entry(("generator_mlm", "bias"), "generator_lm_head.bias", "copy")]
+    return out
+  raise ValueError(f"Unknown part {part!r}.")
+
+
+def to_ours(e: Entry, w: np.ndarray) -> np.ndarray:
+  w = np.asarray(w, np.float32)
+  if e.kind == "copy":
+    return w
+  if e.kind == "dense":
+    return np.ascontiguousarray(w.T)
+  if e.kind == "qkv":
+    return np.ascontiguousarray(w.T).reshape(w.shape[1], e.heads, -1)
+  if e.kind == "qkv_bias":
+    return w.reshape(e.heads, -1)
+  if e.kind == "attn_out":
+    return np.ascontiguousarray(w.T).reshape(e.heads, -1, w.shape[0])
+  raise ValueError(e.kind)
+
+
+def to_hf(e: Entry, w: np.ndarray) -> np.ndarray:
+  w = np.asarray(w, np.float32)
+  if e.kind == "copy":
+    return w
+  if e.kind == "dense":
+    return np.ascontiguousarray(w.T)
+  if e.kind == "qkv":
+    return np.ascontiguousarray(w.reshape(w.shape[0], -1).T)
+  if e.kind == "qkv_bias":
+    return w.reshape(-1)
+  if e.kind == "attn_out":
+    return np.ascontiguousarray(w.reshape(-1, w.shape[-1]).T)
+  raise ValueError(e.kind)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files.
+# ---------------------------------------------------------------------------------------------
+def read_state_dict(hf_dir: str) -> dict[str, np.ndarray]:
+  """All tensors of an HF checkpoint directory as float32/int numpy arrays."""
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  single = os.path.join(hf_dir, "model.safetensors")
+  index = os.path.join(hf_dir, "model.safetensors.index.json")
+  binary = os.path.join(hf_dir, "pytorch_model.bin")
+  if os.path.exists(single):
+    return dict(load_file(single))
+  if os.path.exists(index):
+    with open(index) as f:
+      files = sorted(set(json.load(f)["weight_map"].values()))
+    out = {}
+    for name in files:
+      out.update(load_file(os.path.join(hf_dir, name)))
+    return out
+  if os.path.exists(binary):
+    try:
+      import torch  # pylint: disable=g-import-not-at-top
+    except ImportError as err:
+      raise ImportError(f"{binary} is a PyTorch pickle and needs torch; install it or convert "
+                        "the checkpoint to model.safetensors.") from err
+    sd = torch.load(binary, map_location="cpu", weights_only=True)
+    return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}
+  raise FileNotFoundError(f"{hf_dir} has no model.safetensors, model.safetensors.index.json or "
+                          "pytorch_model.bin.")
+
+
+def read_hf_config(hf_dir: str) -> dict[str, Any]:
+  path = os.path.join(hf_dir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: not a HuggingFace checkpoint directory.")
+  with open(path) as f:
+    return json.load(f)
+
+
+_COMMON_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                "intermediate_size", "hidden_act", "hidden_dropout_prob",
+                "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
+                "layer_norm_eps", "initializer_range")
+
+
+def config_from_hf(hf: dict[str, Any], gen: dict[str, Any] | None = None) -> ModelConfig:
+  """Our ModelConfig from an HF config.json dict (and the ELECTRA generator's)."""
+  model_type = hf.get("model_type")
+  if model_type not in ("bert", "albert", "electra"):
+    raise ValueError(f"config.json model_type={model_type!r}: only bert, albert and electra "
+                     "checkpoints are supported.")
+  pet = hf.get("position_embedding_type", "absolute")
+  if pet != "absolute":
+    raise ValueError(f"config.json position_embedding_type={pet!r}: only 'absolute' is supported.")
+  kw = {k: hf[k] for k in _COMMON_KEYS if k in hf}
+  kw["family"] = model_type
+  if model_type == "albert":
+    kw.update(embedding_size=hf.get("embedding_size", 128),
+              num_hidden_groups=hf.get("num_hidden_groups", 1),
+              inner_group_num=hf.get("inner_group_num", 1))
+  if model_type == "electra":
+    kw.update(embedding_size=hf.get("embedding_size", 128), use_pooler=False)
+    if gen is not None:
+      for key in ("vocab_size", "embedding_size", "max_position_embeddings", "type_vocab_size",
+                  "hidden_act", "layer_norm_eps"):
+        if gen.get(key) != hf.get(key):
+          raise ValueError(f"ELECTRA generator config.json {key}={gen.get(key)!r} differs from "
+                           f"the discriminator's {hf.get(key)!r}; they must match.")
+      kw.update(generator_hidden_size=gen["hidden_size"] / hf["hidden_size"],
+                generator_layers=gen["num_hidden_layers"] / hf["num_hidden_layers"],
+                generator_num_attention_heads=gen["num_attention_heads"],
+                generator_intermediate_size=gen["intermediate_size"])
+  if kw.get("hidden_act") == "gelu_python":
+    kw["hidden_act"] = "gelu"
+  return config_lib.validate(kw)
+
+
+def config_to_hf(cfg: ModelConfig, part: str) -> dict[str, Any]:
+  """config.json for the HF model of `part` (bert | albert | electra | generator)."""
+  sub = config_lib.generator_config(cfg) if part == "generator" else cfg
+  out = {k: getattr(sub, k) for k in _COMMON_KEYS}
+  out.update(architectures=[ARCHITECTURES[part]], model_type=cfg.family, pad_token_id=0,
+             position_embedding_type="absolute", tie_word_embeddings=True, dtype="float32")
+  if cfg.family == "albert":
+    out.update(embedding_size=cfg.emb_size, num_hidden_groups=cfg.num_groups,
+               inner_group_num=cfg.inner_group_num, classifier_dropout_prob=0.1)
+  if cfg.family == "electra":
+    out.update(embedding_size=cfg.emb_size)
+  return out
+
+
+def _detect_prefix(sd: dict[str, np.ndarray], default: str) -> str:
+  if f"{default}.embeddings.word_embeddings.weight" in sd:
+    return default
+  if "embeddings.word_embeddings.weight" in sd:
+    return ""  # saved from the bare backbone class (BertModel / AlbertModel / ElectraModel)
+  raise ValueError(f"No '{default}.embeddings.word_embeddings.weight' (or bare "
+                   "'embeddings.word_embeddings.weight') in the checkpoint: not a "
+                   f"{default} model.")
+
+
+def _set(tree: Params, path: tuple[str, ...], value) -> None:
+  for k in path[:-1]:
+    tree = tree.setdefault(k, {})
+  tree[path[-1]] = value
+
+
+def _get(tree: Params, path: tuple[str, ...]):
+  for k in path:
+    tree = tree[k]
+  return tree
+
+
+def _convert_in(entries: Iterable[Entry], sd: dict[str, np.ndarray], params: Params,
+                expected: Params | None, where: str) -> set[str]:
+  used = set()
+  for e in entries:
+    if e.hf_key not in sd:
+      continue
+    value = to_ours(e, sd[e.hf_key])
+    if expected is not None:
+      want = _get(expected, e.path).shape
+      if value.shape != tuple(want):
+        raise ValueError(f"{where}: {e.hf_key} has shape {sd[e.hf_key].shape}, which does not "
+                         f"match config.json (expected {want} for {'/'.join(e.path)}).")
+    _set(params, e.path, value)
+    used.add(e.hf_key)
+  return used
+
+
+def _generator_dir(hf_dir: str, generator_dir: str | None) -> str | None:
+  if generator_dir:
+    return generator_dir
+  sub = os.path.join(hf_dir, "generator")
+  return sub if os.path.exists(os.path.join(sub, "config.json")) else None
+
+
+def load_hf_checkpoint(hf_dir: str, generator_dir: str | None = None
+                       ) -> tuple[dict[str, Any], Params]:
+  """(config.model dict, params holding ONLY the tensors found) of an HF or converted dir.
+
+  This is what config.init.hf_checkpoint uses: the caller keeps its own values for the rest.
+  """
+  if os.path.exists(os.path.join(hf_dir, CONVERTED_PARAMS)):
+    cfg, params = load_converted(hf_dir)
+    return dataclasses.asdict(cfg), params
+  cfg, params, _ = _import(hf_dir, generator_dir, fill_missing=False)
+  return dataclasses.asdict(cfg), params
+
+
+def import_hf(hf_dir: str, generator_dir: str | None = None, seed: int = 0
+              ) -> tuple[ModelConfig, Params, dict[str, Any]]:
+  """Full params of our pretraining model; missing ones freshly initialised (see info)."""
+  return _import(hf_dir, generator_dir, fill_missing=True, seed=seed)
+
+
+def _import(hf_dir, generator_dir, fill_missing, seed=0):
+  import jax  # pylint: disable=g-import-not-at-top
+  from bert_jax import models  # pylint: disable=g-import-not-at-top
+
+  hf_cfg = read_hf_config(hf_dir)
+  archs = hf_cfg.get("architectures") or []
+  if "ElectraForMaskedLM" in archs or "ElectraGenerator" in "".join(archs):
+    raise ValueError(f"{hf_dir} is an ELECTRA generator (ElectraForMaskedLM); import the "
+                     "discriminator directory and pass this one as the generator.")
+  gen_dir = _generator_dir(hf_dir, generator_dir) if hf_cfg.get("model_type") == "electra" else None
+  gen_cfg = read_hf_config(gen_dir) if gen_dir else None
+  cfg = config_from_hf(hf_cfg, gen_cfg)
+  model = models.build(cfg)
+  batch = models.dummy_batch(cfg, 1, 8, 2)
+  expected = models.abstract_params(model, batch)
+
+  params: Params = {}
+  info: dict[str, Any] = {"source": os.path.basename(os.path.normpath(hf_dir)),
+                          "architectures": archs, "unused": [], "initialized": []}
+  parts = [(hf_dir, cfg.family)] + ([(gen_dir, "generator")] if gen_dir else [])
+  for directory, part in parts:
+    sd = read_state_dict(directory)
+    default = {"bert": "bert", "albert": "albert"}.get(part, "electra")
+    entries = name_map(cfg, part, _detect_prefix(sd, default))
+    if part == "generator":  # shared embeddings come from the discriminator
+      entries = [e for e in entries if e.path[0] != "embeddings"]
+    used = _convert_in(entries, sd, params, expected, directory)
+    unused = sorted(k for k in sd if k not in used and not k.endswith(_TIED_OR_BUFFERS))
+    info["unused"] += unused
+    if unused:
+      logging.warning("%s: %d tensors not used (e.g. fine-tuning heads): %s", directory,
+                      len(unused), unused[:8])
+  flat_expected = _flatten(expected)
+  missing = sorted(k for k in flat_expected if k not in _flatten(params))
+  info["initialized"] = missing
+  if missing and fill_missing:
+    logging.info("Freshly initialised (not in the checkpoint): %s", missing)
+    fresh = _flatten(models.init_params(model, jax.random.key(seed), batch))
+    for k in missing:
+      _set(params, tuple(k.split("/")), np.asarray(fresh[k]))
+  return cfg, params, info
+
+
+def export_hf(cfg: Any, params: Params, hf_dir: str) -> list[str]:
+  """Writes config.json + model.safetensors (ELECTRA: also <hf_dir>/generator); returns dirs."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.validate(cfg)
+  parts = [(hf_dir, cfg.family)]
+  if cfg.family == "electra":
+    parts.append((os.path.join(hf_dir, "generator"), "generator"))
+  for directory, part in parts:
+    os.makedirs(directory, exist_ok=True)
+    tensors = {e.hf_key: to_hf(e, np.asarray(_get(params, e.path)))
+               for e in name_map(cfg, part)}
+    save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(directory, "config.json"), "w") as f:
+      json.dump(config_to_hf(cfg, part), f, indent=2, sort_keys=True)
+  return [d for d, _ in parts]
+
+
+# ---------------------------------------------------------------------------------------------
+# Our on-disk format: model_config.json (config.model keys) + params.safetensors, whose keys
+# are the "/"-joined param paths (e.g. "bert/encoder/group_0_layer_0/attention/query/kernel").
+# ---------------------------------------------------------------------------------------------
+CONVERTED_CONFIG = "model_config.json"
+CONVERTED_PARAMS = "params.safetensors"
+TOKENIZER_FILES = ("vocab.txt", "spiece.model", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json")
+
+
+def _flatten(tree: Params, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in tree.items():
+    key = f"{prefix}/{k}" if prefix else k
+    if isinstance(v, dict):
+      out.update(_flatten(v, key))
+    else:
+      out[key] = v
+  return out
+
+
+def save_converted(out_dir: str, cfg: Any, params: Params, info: dict[str, Any] | None = None):
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.validate(cfg)
+  os.makedirs(out_dir, exist_ok=True)
+  flat = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in _flatten(params).items()}
+  save_file(flat, os.path.join(out_dir, CONVERTED_PARAMS))
+  with open(os.path.join(out_dir, CONVERTED_CONFIG), "w") as f:
+    json.dump(dataclasses.asdict(cfg), f, indent=2, sort_keys=True)
+  if info is not None:
+    with open(os.path.join(out_dir, "conversion_info.json"), "w") as f:
+      json.dump(info, f, indent=2, sort_keys=True)
+
+
+def load_converted(path: str) -> tuple[ModelConfig, Params]:
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  for name in (CONVERTED_CONFIG, CONVERTED_PARAMS):
+    if not os.path.exists(os.path.join(path, name)):
+      raise FileNotFoundError(f"{os.path.join(path, name)} is missing: not a bert_jax model "
+                              "directory (make one with `python -m bert_jax.convert import`).")
+  with open(os.path.join(path, CONVERTED_CONFIG)) as f:
+    cfg = config_lib.validate(json.load(f))
+  params: Params = {}
+  for k, v in load_file(os.path.join(path, CONVERTED_PARAMS)).items():
+    _set(params, tuple(k.split("/")), v)
+  return cfg, params
