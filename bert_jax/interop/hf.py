@@ -364,9 +364,18 @@ def _import(hf_dir, generator_dir, fill_missing, seed=0):
     sd = read_state_dict(directory)
     default = {"bert": "bert", "albert": "albert"}.get(part, "electra")
     entries = name_map(cfg, part, _detect_prefix(sd, default))
-    if part == "generator":  # shared embeddings come from the discriminator
+    shared = set()
+    if part == "generator":
+      # Shared embeddings come from the discriminator; a real pair has equal copies.
+      for e in entries:
+        if e.path[0] == "embeddings" and e.hf_key in sd:
+          shared.add(e.hf_key)
+          if not np.array_equal(to_ours(e, sd[e.hf_key]), _get(params, e.path)):
+            info.setdefault("generator_embeddings_differ", []).append(e.hf_key)
+            logging.warning("%s: %s differs from the discriminator's; using the "
+                            "discriminator's (ELECTRA shares one table).", directory, e.hf_key)
       entries = [e for e in entries if e.path[0] != "embeddings"]
-    used = _convert_in(entries, sd, params, expected, directory)
+    used = _convert_in(entries, sd, params, expected, directory) | shared
     unused = sorted(k for k in sd if k not in used and not k.endswith(_TIED_OR_BUFFERS))
     info["unused"] += unused
     if unused:
