@@ -161,3 +161,25 @@ def test_bfloat16_compute_close_to_float32():
   mlm_diff = np.abs(np.asarray(o16["mlm_logits"]) - np.asarray(o32["mlm_logits"])).max()
   print(f"bf16 vs f32 max abs diff: sequence_output {seq_diff:.3g}, mlm_logits {mlm_diff:.3g}")
   assert 0 < seq_diff < 0.1 and mlm_diff < 0.1
+
+
+@pytest.mark.parametrize("family", ["albert", "electra"])
+def test_fine_tuning_models_warm_start_from_pretraining_params(family):
+  cfg, model = make(family)
+  batch = random_batch(cfg)
+  pre = models.init_params(model, jax.random.key(0), batch)
+  inputs = {k: batch[k] for k in ("input_ids", "input_mask", "token_type_ids")}
+  for ft, shapes in ((models.ForSequenceClassification(cfg, num_labels=3), [(2, 3)]),
+                     (models.ForQuestionAnswering(cfg), [(2, 12), (2, 12)])):
+    params = models.init_params(ft, jax.random.key(1), batch)
+    backbone = models.backbone_params(pre)
+    # Same backbone tree: the pretrained weights drop in, only the head stays fresh.
+    assert jax.tree.structure(backbone["bert"]) == jax.tree.structure(params["bert"])
+    params = {**params, **backbone}
+    out = ft.apply({"params": params}, **inputs)
+    out = out if isinstance(out, tuple) else (out,)
+    assert [o.shape for o in out] == shapes
+  # The backbone really is the pretrained one: same hidden states as the pretraining model.
+  seq = models.BertModel(cfg).apply({"params": backbone["bert"]}, **inputs)[0]
+  ref = (model.apply({"params": pre}, **inputs, masked_lm_positions=None)["sequence_output"])
+  np.testing.assert_allclose(seq, ref, atol=1e-6)
