@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -110,21 +109,37 @@ def _axis_size(mesh: Mesh, axes) -> int:
   return math.prod(mesh.shape[a] for a in axes)
 
 
-def logical_to_sharding(logical_specs, shapes, mesh: Mesh, rules: Rules):
-  """NamedShardings for a pytree of logical PartitionSpecs and matching shapes.
-
-  A dimension that the mapped mesh axes do not divide evenly (a 2-row token-type table on an
-  8-way fsdp axis) stays replicated instead of failing: small tensors cost nothing to copy.
+def resolve(logical: Sequence[str | None], shape: Sequence[int] | None, mesh: Mesh | None,
+            rules: Rules) -> PartitionSpec:
+  """Logical names -> mesh PartitionSpec, as flax does (rules in order, a mesh axis used once)
+  plus one fallback: a rule whose mesh axes do not divide the dimension is skipped, so a 2-row
+  token-type table on an 8-way axis stays replicated and the next dimension may take the axis.
   """
+  used, out = set(), []
+  for i, name in enumerate(logical):
+    choice = None
+    for rule_name, axes in rules:
+      if name is None or rule_name != name:
+        continue
+      flat = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+      if used & set(flat):
+        continue
+      if shape is not None and mesh is not None and flat and shape[i] % _axis_size(mesh, flat):
+        continue
+      choice = axes
+      used |= set(flat)
+      break
+    out.append(choice)
+  return PartitionSpec(*out)
+
+
+def logical_to_sharding(logical_specs, shapes, mesh: Mesh, rules: Rules):
+  """NamedShardings for a pytree of logical PartitionSpecs and matching shapes."""
 
   def one(spec, shape):
-    if spec is None:
-      spec = PartitionSpec()
-    mesh_spec = nn.logical_to_mesh_axes(tuple(spec), rules)
-    dims = list(mesh_spec) + [None] * (len(shape.shape) - len(mesh_spec))
-    dims = [a if a is not None and shape.shape[i] % _axis_size(mesh, a) == 0 else None
-            for i, a in enumerate(dims)]
-    return NamedSharding(mesh, PartitionSpec(*dims))
+    spec = tuple(spec) if spec is not None else ()
+    spec = spec + (None,) * (len(shape.shape) - len(spec))
+    return NamedSharding(mesh, resolve(spec, shape.shape, mesh, rules))
 
   is_spec = lambda x: isinstance(x, PartitionSpec) or x is None
   return jax.tree.map(one, logical_specs, shapes, is_leaf=is_spec)
@@ -132,7 +147,7 @@ def logical_to_sharding(logical_specs, shapes, mesh: Mesh, rules: Rules):
 
 def batch_axes(rules: Rules):
   """Mesh axes of the logical "batch" axis under `rules`."""
-  return nn.logical_to_mesh_axes(("batch",), rules)[0]
+  return resolve(("batch",), None, None, rules)[0]
 
 
 def batch_sharding(mesh: Mesh, rules: Rules, ndim: int) -> NamedSharding:
