@@ -1,0 +1,1 @@
+"""Data: tokenizers, corpora, instances, masking and the tf.data pipeline (only package importing TF)."""

@@ -1,0 +1,212 @@
+"""Text sources: the built-in corpus, text files by glob, TFDS datasets.
+
+Every source yields documents as lists of sentences (str). Nothing is held beyond
+one document at a time here; callers decide what to keep.
+
+The built-in corpus needs no download and ships no text: it is assembled at run
+time from the docstrings of the Python standard library that came with the
+interpreter (parsed with `ast`, never imported), one document per module, class
+or function with a docstring of at least two sentences, plus the language reference
+topics that ship in `pydoc_data` (about 1.8 MB of English prose in all). It is deterministic for
+a given Python build and cached as a text file (sentence per line, blank line
+between documents) so it is built once.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import pathlib
+import re
+import sys
+import sysconfig
+from typing import Iterable, Iterator
+
+import tensorflow as tf
+
+Document = list[str]
+
+# Sentence boundary: end punctuation, whitespace, then an upper-case letter, digit or quote.
+_SENT_RE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
+_WS_RE = re.compile(r"\s+")
+# Builtin corpus: docstring lines that are code, tables or rules are dropped.
+_CODE_LINE_RE = re.compile(r"^\s*(>>>|\.\.\.|\$ |[-=~*+#|]{3,})")
+_MIN_DOC_SENTENCES = 2
+_BUILTIN_VERSION = 1
+
+
+def split_sentences(paragraph: str) -> list[str]:
+  """Splits a paragraph into sentences with a simple punctuation rule."""
+  text = _WS_RE.sub(" ", paragraph).strip()
+  if not text:
+    return []
+  return [s.strip() for s in _SENT_RE.split(text) if s.strip()]
+
+
+def default_cache_dir() -> pathlib.Path:
+  return pathlib.Path(os.environ.get("BERT_JAX_CACHE",
+                                     pathlib.Path.home() / ".cache" / "bert_jax"))
+
+
+def _docstring_documents(source: str) -> Iterator[Document]:
+  try:
+    tree = ast.parse(source)
+  except (SyntaxError, ValueError):
+    return
+  for node in ast.walk(tree):
+    if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                             ast.AsyncFunctionDef)):
+      continue
+    doc = ast.get_docstring(node, clean=True)
+    if not doc:
+      continue
+    sentences = _prose_sentences(doc)
+    if len(sentences) >= _MIN_DOC_SENTENCES:
+      yield sentences
+
+
+def _prose_sentences(text: str) -> list[str]:
+  sentences = []
+  for para in re.split(r"\n\s*\n", text):
+    lines = [l for l in para.splitlines() if not _CODE_LINE_RE.match(l)]
+    # Indented blocks are code examples, grammar or argument tables; keep prose only.
+    if not lines or all(l.startswith((" ", "\t")) for l in lines):
+      continue
+    sentences.extend(split_sentences(" ".join(lines)))
+  return sentences
+
+
+def _topic_documents(source: str) -> Iterator[Document]:
+  """The language reference topics of pydoc_data (string constants of a dict)."""
+  try:
+    tree = ast.parse(source)
+  except (SyntaxError, ValueError):
+    return
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) > 200:
+      sentences = _prose_sentences(node.value)
+      if len(sentences) >= _MIN_DOC_SENTENCES:
+        yield sentences
+
+
+def _stdlib_files() -> list[pathlib.Path]:
+  root = pathlib.Path(sysconfig.get_paths()["stdlib"])
+  files = []
+  for path in sorted(root.rglob("*.py")):
+    rel = path.relative_to(root).parts
+    # Tests, third-party packages and generated tables are not prose.
+    if any(p in ("site-packages", "dist-packages", "test", "tests", "idle_test",
+                 "__pycache__") for p in rel):
+      continue
+    files.append(path)
+  return files
+
+
+def builtin_corpus_path(cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
+  """Builds (once) and returns the cached builtin corpus text file."""
+  cache = pathlib.Path(cache_dir) if cache_dir else default_cache_dir()
+  tag = hashlib.sha1(f"{sys.version}|{_BUILTIN_VERSION}".encode()).hexdigest()[:10]
+  path = cache / f"builtin_corpus_{tag}.txt"
+  if path.exists():
+    return path
+  cache.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(f".tmp{os.getpid()}")
+  with open(tmp, "w", encoding="utf-8") as f:
+    for file in _stdlib_files():
+      try:
+        source = file.read_text(encoding="utf-8")
+      except (UnicodeDecodeError, OSError):
+        continue
+      docs = (_topic_documents(source) if file.name == "topics.py" and
+              file.parent.name == "pydoc_data" else _docstring_documents(source))
+      for doc in docs:
+        f.write("\n".join(doc) + "\n\n")
+  os.replace(tmp, path)  # atomic: concurrent builders write identical files
+  return path
+
+
+def read_text_documents(paths: Iterable[str], text_format: str,
+                        stats: dict | None = None) -> Iterator[Document]:
+  """Streams documents from text files (local or gs://) via tf.io.gfile.
+
+  sentence_per_line: one sentence per line, blank lines between documents (the BERT
+  reference format). document_per_line: one document per line, split into sentences.
+  Invalid UTF-8 bytes are replaced (and counted in stats["invalid_utf8_lines"]).
+  """
+  if text_format not in ("sentence_per_line", "document_per_line"):
+    raise ValueError(f"config.data.text_format={text_format!r}; use sentence_per_line "
+                     "or document_per_line.")
+  stats = stats if stats is not None else {}
+  for path in paths:
+    with tf.io.gfile.GFile(path, "rb") as f:
+      doc: Document = []
+      for raw in f:
+        try:
+          line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+          line = raw.decode("utf-8", errors="replace")
+          stats["invalid_utf8_lines"] = stats.get("invalid_utf8_lines", 0) + 1
+        line = line.strip()
+        if text_format == "document_per_line":
+          if line:
+            yield split_sentences(line)
+          continue
+        if not line:
+          if doc:
+            yield doc
+          doc = []
+        else:
+          doc.append(_WS_RE.sub(" ", line))
+      if doc:
+        yield doc
+
+
+def text_files(glob: str) -> list[str]:
+  if not glob:
+    raise ValueError("config.data.source='text' needs config.data.text_glob (a local or "
+                     "gs:// glob of text files).")
+  files = sorted(f for g in glob.split(",") for f in tf.io.gfile.glob(g.strip()))
+  if not files:
+    raise ValueError(f"config.data.text_glob={glob!r} matches no files.")
+  return files
+
+
+def tfds_documents(name: str, split: str, text_key: str, data_dir: str = "") -> Iterator[Document]:
+  """Streams documents from a TFDS dataset (never downloads)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  if not name:
+    raise ValueError("config.data.source='tfds' needs config.data.tfds_name.")
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"Cannot read TFDS dataset {name!r} split {split!r} from data_dir "
+                     f"{data_dir or '(default)'}: {e}. Prepare it first (tfds build) or fix "
+                     "config.data.tfds_name / tfds_data_dir.") from e
+  if text_key not in ds.element_spec:
+    raise ValueError(f"TFDS {name!r} has no feature {text_key!r} (config.data.tfds_text_key); "
+                     f"features: {sorted(ds.element_spec)}.")
+  for ex in ds.as_numpy_iterator():
+    text = ex[text_key].decode("utf-8", errors="replace")
+    # Blank lines separate paragraphs; the whole record is one document.
+    sents = [s for para in text.split("\n") for s in split_sentences(para)]
+    if sents:
+      yield sents
+
+
+def source_documents(data_config, split: str = "train", stats: dict | None = None,
+                     cache_dir=None) -> Iterator[Document]:
+  """All documents of the configured source (both train and eval; see pipeline)."""
+  source = data_config.source
+  if source == "builtin":
+    yield from read_text_documents([str(builtin_corpus_path(cache_dir))],
+                                   "sentence_per_line", stats)
+  elif source == "text":
+    yield from read_text_documents(text_files(data_config.text_glob),
+                                   data_config.text_format, stats)
+  elif source == "tfds":
+    yield from tfds_documents(data_config.tfds_name, split, data_config.tfds_text_key,
+                              data_config.tfds_data_dir)
+  else:
+    raise ValueError(f"config.data.source={source!r}: use builtin, text, tfds or tfrecord.")

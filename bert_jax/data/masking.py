@@ -1,0 +1,288 @@
+"""Dynamic MLM masking in TF ops, vectorized over a batch.
+
+All randomness comes from a counter-based hash of (example key, stream, position),
+where the example key is derived from (seed, epoch, example index) in the pipeline.
+So the masks of an example do not depend on the batch it lands in, on the number of
+parallel calls, or on where a resumed run starts.
+
+Strategies (config.data.masking):
+  token       BERT: num_to_predict random non-special tokens.
+  whole_word  all pieces of randomly chosen words (a word never split).
+  ngram       ALBERT: n words, p(n) from ngram_weights (default 1/n), n <= ngram_max;
+              shortened to fit the budget, rejected when overlapping earlier n-grams.
+  span        SpanBERT: span length in words ~ Geometric(span_p) truncated at span_max.
+  electra     token masking with 85% [MASK] / 15% kept / no random tokens.
+The budget per row is min(max_predictions_per_seq, max(1, round(mask_rate * n))) with n
+the number of maskable (non-special, non-padding) tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+STRATEGIES = ("token", "whole_word", "ngram", "span", "electra")
+
+# Streams of the hash RNG (any distinct constants).
+_S_SCORE, _S_REPLACE, _S_RANDOM_ID, _S_START, _S_LENGTH = 1, 2, 3, 1000, 500_000
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskingSpec:
+  """Everything masking needs, resolved from the config and the tokenizer."""
+  strategy: str
+  mask_rate: float
+  max_predictions: int
+  mask_prob: float
+  random_prob: float
+  length_probs: tuple[float, ...]   # p(n words), n = 1..len; (1.0,) for whole_word
+  special_ids: tuple[int, ...]
+  mask_id: int
+  is_word_start: np.ndarray         # bool [vocab]
+  random_ids: np.ndarray            # int32 ids allowed as random replacements
+  max_rounds: int = 0               # ngram/span: span draws per row (0: 4 * max_predictions)
+
+
+def _probs_from_weights(text: str, n_max: int, key: str) -> tuple[float, ...]:
+  if text:
+    try:
+      w = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+      raise ValueError(f"config.data.{key}={text!r} must be comma separated numbers.") from e
+  else:
+    w = [1.0 / n for n in range(1, n_max + 1)]
+  if not w or any(x < 0 for x in w) or sum(w) <= 0:
+    raise ValueError(f"config.data.{key}={text!r}: weights must be >= 0 with a positive sum.")
+  return tuple(x / sum(w) for x in w)
+
+
+def spec_from_config(data_config, tokenizer) -> MaskingSpec:
+  """Validates the masking keys of config.data and resolves them (cheap, raises early)."""
+  c = data_config
+  if c.masking not in STRATEGIES:
+    raise ValueError(f"config.data.masking={c.masking!r}; choose one of {STRATEGIES}.")
+  if not 0.0 < c.mask_rate <= 1.0:
+    raise ValueError(f"config.data.mask_rate={c.mask_rate} must be in (0, 1].")
+  if not 1 <= c.max_predictions_per_seq <= c.max_seq_length:
+    raise ValueError(f"config.data.max_predictions_per_seq={c.max_predictions_per_seq} must be in "
+                     f"[1, max_seq_length={c.max_seq_length}].")
+  mask_p, rand_p, keep_p = c.mask_token_prob, c.random_token_prob, c.keep_token_prob
+  if c.masking == "electra":
+    mask_p, rand_p, keep_p = 0.85, 0.0, 0.15
+  if min(mask_p, rand_p, keep_p) < 0 or abs(mask_p + rand_p + keep_p - 1.0) > 1e-6:
+    raise ValueError("config.data.mask_token_prob + random_token_prob + keep_token_prob must "
+                     f"sum to 1 with each >= 0; got {mask_p}, {rand_p}, {keep_p}.")
+  length_probs = (1.0,)
+  if c.masking == "ngram":
+    if c.ngram_max < 1:
+      raise ValueError(f"config.data.ngram_max={c.ngram_max} must be >= 1.")
+    length_probs = _probs_from_weights(c.ngram_weights, c.ngram_max, "ngram_weights")
+    if len(length_probs) != c.ngram_max and c.ngram_weights:
+      raise ValueError(f"config.data.ngram_weights has {len(length_probs)} entries but "
+                       f"config.data.ngram_max={c.ngram_max}.")
+  elif c.masking == "span":
+    if not 0.0 < c.span_p <= 1.0:
+      raise ValueError(f"config.data.span_p={c.span_p} must be in (0, 1].")
+    if c.span_max < 1:
+      raise ValueError(f"config.data.span_max={c.span_max} must be >= 1.")
+    if c.span_max > c.max_seq_length - 2:
+      raise ValueError(f"config.data.span_max={c.span_max} cannot exceed max_seq_length - 2 "
+                       f"= {c.max_seq_length - 2}.")
+    n = np.arange(1, c.span_max + 1)
+    w = c.span_p * (1 - c.span_p) ** (n - 1)
+    length_probs = tuple((w / w.sum()).tolist())
+  specials = tuple(sorted(set(int(i) for i in tokenizer.special_ids)))
+  vocab = tokenizer.vocab_size
+  if c.random_token_range == "non_special":
+    random_ids = np.setdiff1d(np.arange(vocab), np.array(specials)).astype(np.int32)
+  elif c.random_token_range == "all":
+    random_ids = np.arange(vocab, dtype=np.int32)
+  else:
+    raise ValueError(f"config.data.random_token_range={c.random_token_range!r}; use "
+                     "non_special or all.")
+  return MaskingSpec(
+      strategy=c.masking, mask_rate=float(c.mask_rate),
+      max_predictions=int(c.max_predictions_per_seq), mask_prob=float(mask_p),
+      random_prob=float(rand_p), length_probs=length_probs, special_ids=specials,
+      mask_id=int(tokenizer.mask_id), is_word_start=np.asarray(tokenizer.is_word_start, bool),
+      random_ids=random_ids)
+
+
+# ----------------------------------------------------------------------------- hash RNG
+
+def _fmix(x):
+  """murmur3's 32-bit finalizer: a bijective avalanche mix of uint32 values."""
+  x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+  x = x * tf.constant(0x85EBCA6B, tf.uint32)
+  x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 13))
+  x = x * tf.constant(0xC2B2AE35, tf.uint32)
+  return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
+
+
+def uniform(keys, stream, n: int):
+  """[B, n] float32 uniforms in [0, 1) keyed by (keys[b] (uint32), stream, column)."""
+  stream = tf.cast(stream, tf.uint32)
+  col = tf.cast(tf.range(n), tf.uint32) * tf.constant(0x9E3779B9, tf.uint32)
+  h = _fmix(keys[:, None] ^ _fmix(col[None, :] + stream * tf.constant(0x632BE5AB, tf.uint32)))
+  return tf.cast(tf.bitwise.right_shift(h, 8), tf.float32) * (1.0 / (1 << 24))
+
+
+def example_keys(seed: int, epoch: int, indices: np.ndarray) -> np.ndarray:
+  """uint32 key per example from (seed, epoch, example index) (numpy, host side)."""
+  def fmix(x):
+    x = x.astype(np.uint64) & 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & 0xFFFFFFFF
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & 0xFFFFFFFF
+    x ^= x >> 16
+    return x
+  base = fmix(fmix(np.array(seed, np.uint64) & 0xFFFFFFFF) ^ np.array(epoch * 0x27D4EB2F,
+                                                                      np.uint64))
+  idx = np.asarray(indices, np.uint64)
+  # Indices above 2**32 fold their high word in.
+  return fmix(base ^ fmix(idx & 0xFFFFFFFF) ^ fmix((idx >> 32) + 0x165667B1)).astype(np.uint32)
+
+
+# ----------------------------------------------------------------------------- strategies
+
+def _budget(spec: MaskingSpec, n_cand):
+  n = tf.cast(tf.round(tf.cast(n_cand, tf.float32) * spec.mask_rate), tf.int32)
+  n = tf.minimum(spec.max_predictions, tf.maximum(1, n))
+  return tf.where(n_cand > 0, n, 0)
+
+
+def _word_ids(spec: MaskingSpec, ids, cand):
+  """Word index per maskable token (-1 elsewhere): new word at a word-start piece or after
+  any non-maskable token, so words never cross [SEP] or padding."""
+  ws = tf.gather(tf.constant(spec.is_word_start), ids)
+  prev_cand = tf.pad(cand[:, :-1], [[0, 0], [1, 0]])
+  start = cand & (ws | ~prev_cand)
+  wid = tf.cumsum(tf.cast(start, tf.int32), axis=1) - 1
+  return tf.where(cand, wid, -1), start
+
+
+def _select_tokens(spec, keys, cand, budget):
+  L = cand.shape[1]
+  score = tf.where(cand, uniform(keys, _S_SCORE, L), -1.0)
+  vals, idx = tf.math.top_k(score, k=spec.max_predictions, sorted=True)
+  ok = (tf.range(spec.max_predictions)[None, :] < budget[:, None]) & (vals >= 0)
+  hit = tf.one_hot(idx, L, on_value=True, off_value=False, dtype=tf.bool) & ok[:, :, None]
+  return tf.reduce_any(hit, axis=1)
+
+
+def _select_whole_words(spec, keys, cand, wid, budget, passes: int = 3):
+  """Random words in random order, each taken if it still fits (BERT's whole-word rule,
+  done as `passes` vectorized greedy passes)."""
+  B, L = tf.shape(cand)[0], cand.shape[1]
+  seg = tf.where(cand, wid + tf.range(B)[:, None] * L, B * L)
+  wlen = tf.reshape(tf.math.unsorted_segment_sum(tf.ones_like(wid), seg, B * L + 1)[:-1], [B, L])
+  n_words = tf.reduce_max(wid, axis=1) + 1
+  exists = tf.range(L)[None, :] < n_words[:, None]
+  score = tf.where(exists, uniform(keys, _S_SCORE, L), -1.0)
+  order = tf.argsort(score, axis=1, direction="DESCENDING")
+  slen = tf.gather(wlen, order, batch_dims=1)
+  sexists = tf.gather(exists, order, batch_dims=1)
+  taken = tf.zeros_like(sexists)
+  rem = budget
+  for _ in range(passes):
+    avail = sexists & ~taken & (slen <= rem[:, None])
+    csum = tf.cumsum(tf.where(avail, slen, 0), axis=1)
+    new = avail & (csum <= rem[:, None])
+    taken |= new
+    rem -= tf.reduce_sum(tf.where(new, slen, 0), axis=1)
+  # Back to word order, then to tokens.
+  inv = tf.argsort(order, axis=1)
+  word_taken = tf.gather(taken, inv, batch_dims=1)
+  return tf.gather(word_taken, tf.maximum(wid, 0), batch_dims=1) & cand
+
+
+def _select_spans(spec, keys, cand, wid, word_start, budget):
+  """Spans of n words (n ~ length_probs) at random word starts until the budget is met."""
+  B, L = tf.shape(cand)[0], cand.shape[1]
+  n_max = len(spec.length_probs)
+  cdf = tf.constant(np.cumsum(spec.length_probs)[:-1], tf.float32)
+  n_words = tf.reduce_max(wid, axis=1) + 1
+  ns = tf.range(1, n_max + 1)
+  max_rounds = spec.max_rounds or 4 * spec.max_predictions
+
+  def body(r, covered, used, hist):
+    rem = budget - used
+    eligible = word_start & ~covered & (rem > 0)[:, None]
+    score = tf.where(eligible, uniform(keys, _S_START + r, L), -1.0)
+    start = tf.argmax(score, axis=1, output_type=tf.int32)
+    has = tf.reduce_max(score, axis=1) >= 0
+    w0 = tf.gather(wid, start, batch_dims=1)
+    u = uniform(keys, _S_LENGTH + r, 1)[:, 0]
+    n = 1 + tf.reduce_sum(tf.cast(u[:, None] >= cdf[None, :], tf.int32), axis=1)
+    rel = wid - w0[:, None]                                          # [B, L]
+    in_n = (rel[:, :, None] >= 0) & (rel[:, :, None] < ns[None, None, :]) & cand[:, :, None]
+    count = tf.reduce_sum(tf.cast(in_n, tf.int32), axis=1)           # [B, n_max] tokens
+    fits = ((count <= rem[:, None]) & (ns[None, :] <= n[:, None]) &
+            (ns[None, :] <= (n_words - w0)[:, None]))
+    # Shorten to the longest n-gram that fits the remaining budget (ALBERT's rule).
+    n_ok = tf.reduce_max(tf.where(fits, ns[None, :], 0), axis=1)
+    span = (rel >= 0) & (rel < n_ok[:, None]) & cand
+    accept = has & (n_ok > 0) & ~tf.reduce_any(span & covered, axis=1)
+    span &= accept[:, None]
+    covered |= span
+    used += tf.reduce_sum(tf.cast(span, tf.int32), axis=1)
+    hist += tf.reduce_sum(tf.one_hot(tf.where(accept, n_ok - 1, -1), n_max, dtype=tf.int32),
+                          axis=0)
+    return r + 1, covered, used, hist
+
+  def cond(r, covered, used, hist):
+    del hist
+    left = (used < budget) & tf.reduce_any(word_start & ~covered, axis=1)
+    return (r < max_rounds) & tf.reduce_any(left)
+
+  init = (tf.constant(0), tf.zeros_like(cand), tf.zeros([B], tf.int32),
+          tf.zeros([n_max], tf.int32))
+  _, covered, _, hist = tf.while_loop(cond, body, init)
+  return covered, hist
+
+
+def mask_batch(spec: MaskingSpec, batch: dict, keys) -> dict:
+  """Adds masked_lm_{positions,ids,weights} and replaces input_ids (TF, batched).
+
+  batch: input_ids/input_mask [B, L] int32; keys: [B] uint32 example keys.
+  Also returns "span_length_hist" [len(length_probs)] (accepted spans per length, in
+  words) for ngram/span, used by tests and statistics.
+  """
+  ids = batch["input_ids"]
+  L = ids.shape[1]
+  P = spec.max_predictions
+  is_special = tf.reduce_any(ids[:, :, None] == tf.constant(spec.special_ids)[None, None, :],
+                             axis=2)
+  cand = (batch["input_mask"] > 0) & ~is_special
+  budget = _budget(spec, tf.reduce_sum(tf.cast(cand, tf.int32), axis=1))
+  out = dict(batch)
+  if spec.strategy in ("token", "electra"):
+    selected = _select_tokens(spec, keys, cand, budget)
+  else:
+    wid, word_start = _word_ids(spec, ids, cand)
+    if spec.strategy == "whole_word":
+      selected = _select_whole_words(spec, keys, cand, wid, budget)
+    else:
+      selected, out["span_length_hist"] = _select_spans(spec, keys, cand, wid, word_start,
+                                                        budget)
+  # Positions in increasing order, padded with 0 (as the reference writes them).
+  pos = tf.range(L)[None, :]
+  order_key = tf.where(selected, pos, L + pos)
+  neg, _ = tf.math.top_k(-order_key, k=P, sorted=True)
+  positions = -neg
+  weights = positions < L
+  positions = tf.where(weights, positions, 0)
+  u = uniform(keys, _S_REPLACE, L)
+  rand_idx = tf.cast(uniform(keys, _S_RANDOM_ID, L) * len(spec.random_ids), tf.int32)
+  rand_ids = tf.gather(tf.constant(spec.random_ids), tf.minimum(rand_idx, len(spec.random_ids) - 1))
+  new_ids = tf.where(selected & (u < spec.mask_prob), spec.mask_id, ids)
+  new_ids = tf.where(selected & (u >= spec.mask_prob) & (u < spec.mask_prob + spec.random_prob),
+                     rand_ids, new_ids)
+  out["input_ids"] = new_ids
+  out["masked_lm_positions"] = positions
+  out["masked_lm_ids"] = tf.where(weights, tf.gather(ids, positions, batch_dims=1), 0)
+  out["masked_lm_weights"] = tf.cast(weights, tf.float32)
+  return out

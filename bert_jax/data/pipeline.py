@@ -1,0 +1,211 @@
+"""The training/eval input: documents -> rows (numpy) -> batched TF masking -> numpy dicts.
+
+Stream layout (per host): epoch e holds this host's documents' rows in a permutation
+keyed by (seed, e, process_index); epochs are concatenated and cut into batches of
+`batch_size` rows, so batch k is fixed by (seed, k). The masks of a row are keyed by
+(seed, epoch, global example index) through a stateless hash (bert_jax.data.masking),
+so masking is new every epoch, identical across runs, and `start_batch` only has to
+slice rows (it never masks what it skips).
+
+Documents: document d (in corpus order) is held out for eval when
+frac(d * golden_ratio) < eval_fraction, and belongs to host d % process_count, so
+hosts' shards are disjoint and together cover the split.
+"""
+
+from __future__ import annotations
+
+import glob as _glob  # noqa: F401  (kept for symmetry with gfile globs)
+import hashlib
+import json
+import os
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from bert_jax.data import corpora
+from bert_jax.data import instances as inst_lib
+from bert_jax.data import masking
+
+_GOLDEN = 0.6180339887498949
+_INT_KEYS = ("input_ids", "input_mask", "token_type_ids", "segment_ids", "position_ids")
+
+
+def validate(data_config, batch_size: int, process_index: int, process_count: int,
+             tokenizer) -> masking.MaskingSpec:
+  """Raises ValueError naming the bad key before anything expensive runs."""
+  c = data_config
+  if batch_size < 1:
+    raise ValueError(f"Per-host batch_size must be >= 1, got {batch_size}.")
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} must be in [0, {process_count}).")
+  if not 8 <= c.max_seq_length:
+    raise ValueError(f"config.data.max_seq_length={c.max_seq_length} must be >= 8.")
+  if c.instances not in inst_lib.INSTANCE_KINDS:
+    raise ValueError(f"config.data.instances={c.instances!r}; choose one of "
+                     f"{inst_lib.INSTANCE_KINDS}.")
+  if c.pack_examples and c.instances in ("nsp", "sop"):
+    raise ValueError("config.data.pack_examples=True needs one sentence label per row; use "
+                     "instances=full_sentences or segments, or pack_examples=False.")
+  if not 0.0 <= c.short_seq_prob <= 1.0:
+    raise ValueError(f"config.data.short_seq_prob={c.short_seq_prob} must be in [0, 1].")
+  if not 0.0 <= c.eval_fraction < 1.0:
+    raise ValueError(f"config.data.eval_fraction={c.eval_fraction} must be in [0, 1).")
+  return masking.spec_from_config(c, tokenizer)
+
+
+# ----------------------------------------------------------------------------- corpus
+
+def _cache_dir(data_config):
+  return data_config.get("cache_dir", "") or corpora.default_cache_dir()
+
+
+def _all_documents(data_config, tokenizer, split: str, stats: dict) -> inst_lib.TokenizedCorpus:
+  """The whole tokenized source (cached as .npz keyed by source + tokenizer)."""
+  c = data_config
+  if c.source == "tfrecord":
+    from bert_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+    return preprocess.read_corpus(c.tfrecord_glob, stats)
+  key = json.dumps(dict(source=c.source, tfds=[c.tfds_name, split, c.tfds_text_key,
+                                               c.tfds_data_dir],
+                        text=[c.text_glob, c.text_format], tok=tokenizer.fingerprint(),
+                        builtin=str(corpora.builtin_corpus_path(_cache_dir(c)).name)
+                        if c.source == "builtin" else ""), sort_keys=True)
+  path = os.path.join(str(_cache_dir(c)), "tokenized",
+                      hashlib.sha1(key.encode()).hexdigest()[:16] + ".npz")
+  if os.path.exists(path):
+    z = np.load(path, allow_pickle=False)
+    stats.update(json.loads(str(z["stats"])))
+    return inst_lib.TokenizedCorpus(z["tokens"], z["sent_offsets"], z["doc_offsets"],
+                                    z["doc_ids"])
+  corpus = inst_lib.tokenize_documents(
+      corpora.source_documents(c, split, stats, _cache_dir(c)), tokenizer, stats)
+  if corpus.num_docs == 0:
+    raise ValueError(f"config.data.source={c.source!r} produced no documents (stats: {stats}).")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}.npz"
+  np.savez(tmp, tokens=corpus.tokens, sent_offsets=corpus.sent_offsets,
+           doc_offsets=corpus.doc_offsets, doc_ids=corpus.doc_ids, stats=json.dumps(stats))
+  os.replace(tmp, path)
+  return corpus
+
+
+def load_corpus(data_config, tokenizer, split: str, process_index: int, process_count: int,
+                stats: dict | None = None) -> inst_lib.TokenizedCorpus:
+  """This host's documents of `split` ("train" or "eval")."""
+  c = data_config
+  stats = stats if stats is not None else {}
+  separate_eval = c.source == "tfds" and c.tfds_eval_split
+  src_split = c.tfds_eval_split if (split == "eval" and separate_eval) else c.tfds_split
+  corpus = _all_documents(c, tokenizer, src_split, stats)
+  d = corpus.doc_ids.astype(np.float64)
+  is_eval = np.modf(d * _GOLDEN)[0] < c.eval_fraction
+  if separate_eval:
+    keep = np.ones_like(is_eval)
+  else:
+    keep = is_eval if split == "eval" else ~is_eval
+  rows = np.nonzero(keep)[0]
+  rows = rows[np.arange(len(rows)) % process_count == process_index]
+  if len(rows) == 0:
+    raise ValueError(f"No {split} documents for process {process_index}/{process_count} "
+                     f"(source {c.source!r}, {corpus.num_docs} documents, eval_fraction="
+                     f"{c.eval_fraction}); use a bigger corpus or change config.data.eval_fraction.")
+  return corpus.select(rows)
+
+
+# ----------------------------------------------------------------------------- stream
+
+def _row_batches(corpus, data_config, tokenizer, *, batch_size: int, process_index: int,
+                 process_count: int, seed: int, start_batch: int, stats: dict,
+                 max_epochs: int | None = None) -> Iterator[dict]:
+  """Numpy batches of unmasked rows plus uint32 masking keys, from batch `start_batch`."""
+  c = data_config
+  specials = inst_lib.Specials(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
+  to_skip = start_batch * batch_size
+  carry: dict | None = None
+  epoch = 0
+  while max_epochs is None or epoch < max_epochs:
+    rows = inst_lib.build_rows(corpus, kind=c.instances, max_seq_length=c.max_seq_length,
+                               short_seq_prob=c.short_seq_prob, pack=c.pack_examples,
+                               specials=specials, seed=seed, epoch=epoch, stats=stats)
+    n = len(rows["next_sentence_labels"])
+    if n == 0:
+      raise ValueError(f"Process {process_index} built no instances from {corpus.num_docs} "
+                       f"documents (stats: {stats}); the corpus is too small.")
+    if to_skip >= n:  # skip whole epochs without permuting or masking them
+      to_skip -= n
+      epoch += 1
+      continue
+    perm = np.random.default_rng([seed, epoch, process_index, 0x5EED]).permutation(n)
+    rows = {k: v[perm] for k, v in rows.items()}
+    rows["keys"] = masking.example_keys(seed, epoch,
+                                        np.arange(n, dtype=np.int64) * process_count +
+                                        process_index)
+    start, to_skip = to_skip, 0
+    while start < n:
+      take = batch_size - (0 if carry is None else len(carry["keys"]))
+      part = {k: v[start:start + take] for k, v in rows.items()}
+      start += take
+      carry = part if carry is None else {k: np.concatenate([carry[k], part[k]])
+                                          for k in part}
+      if len(carry["keys"]) == batch_size:
+        yield carry
+        carry = None
+    epoch += 1
+
+
+def _dataset(corpus, data_config, tokenizer, spec, *, batch_size, process_index, process_count,
+             seed, start_batch, stats, max_epochs=None) -> tf.data.Dataset:
+  L = data_config.max_seq_length
+  sig = {k: tf.TensorSpec([batch_size, L], tf.int32) for k in _INT_KEYS}
+  sig["next_sentence_labels"] = tf.TensorSpec([batch_size], tf.int32)
+  sig["keys"] = tf.TensorSpec([batch_size], tf.uint32)
+  gen = lambda: _row_batches(corpus, data_config, tokenizer, batch_size=batch_size,
+                             process_index=process_index, process_count=process_count,
+                             seed=seed, start_batch=start_batch, stats=stats,
+                             max_epochs=max_epochs)
+  ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
+
+  def mask(b):
+    keys = b.pop("keys")
+    out = masking.mask_batch(spec, b, keys)
+    out.pop("span_length_hist", None)
+    return out
+
+  npc = data_config.num_parallel_calls
+  ds = ds.map(mask, num_parallel_calls=tf.data.AUTOTUNE if npc < 0 else max(1, npc),
+              deterministic=True)
+  ds = ds.prefetch(tf.data.AUTOTUNE)
+  options = tf.data.Options()
+  # The span/n-gram while_loop inside parallel map calls can starve a small shared
+  # inter-op pool (seen as a hang on 2 cores); a private pool avoids that.
+  options.threading.private_threadpool_size = max(8, 2 * (os.cpu_count() or 1))
+  return ds.with_options(options)
+
+
+def train_iterator(data_config, tokenizer, *, batch_size: int, process_index: int = 0,
+                   process_count: int = 1, start_batch: int = 0, seed: int | None = None,
+                   stats: dict | None = None) -> Iterator[dict]:
+  """Infinite iterator of numpy batch dicts (per-host batch_size rows); see module doc."""
+  spec = validate(data_config, batch_size, process_index, process_count, tokenizer)
+  seed = data_config.seed if seed is None else seed
+  stats = stats if stats is not None else {}
+  corpus = load_corpus(data_config, tokenizer, "train", process_index, process_count, stats)
+  ds = _dataset(corpus, data_config, tokenizer, spec, batch_size=batch_size,
+                process_index=process_index, process_count=process_count, seed=seed,
+                start_batch=start_batch, stats=stats)
+  return ds.as_numpy_iterator()
+
+
+def eval_iterator(data_config, tokenizer, *, batch_size: int, process_index: int = 0,
+                  process_count: int = 1, num_batches: int, seed: int | None = None,
+                  stats: dict | None = None) -> Iterator[dict]:
+  """Finite iterator over the held-out split; same batches and masks on every call."""
+  spec = validate(data_config, batch_size, process_index, process_count, tokenizer)
+  seed = (data_config.seed if seed is None else seed) + 0x3C6EF372  # not the train stream
+  stats = stats if stats is not None else {}
+  corpus = load_corpus(data_config, tokenizer, "eval", process_index, process_count, stats)
+  ds = _dataset(corpus, data_config, tokenizer, spec, batch_size=batch_size,
+                process_index=process_index, process_count=process_count, seed=seed,
+                start_batch=0, stats=stats)
+  return ds.take(num_batches).as_numpy_iterator()

@@ -1,0 +1,296 @@
+"""Tokenizers: sentencepiece (trained from a corpus stream) and WordPiece vocab.txt.
+
+Both expose the same small interface (`Tokenizer`): special ids, encode/decode and a
+per-id `is_word_start` table that whole-word, n-gram and span masking need.
+Sentencepiece models we train put [PAD] [UNK] [CLS] [SEP] [MASK] at ids 0..4.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import unicodedata
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import sentencepiece as spm
+import tensorflow as tf
+
+from bert_jax.data import corpora
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+SPM_FILE = "spm.model"
+SETTINGS_FILE = "tokenizer.json"
+
+
+class Tokenizer:
+  """Common interface; subclasses fill the ids and `_pieces`."""
+
+  kind: str
+  path: str
+  lower_case: bool
+  pad_id: int
+  unk_id: int
+  cls_id: int
+  sep_id: int
+  mask_id: int
+  is_word_start: np.ndarray  # bool [vocab_size]
+
+  @property
+  def vocab_size(self) -> int:
+    return len(self.is_word_start)
+
+  @property
+  def special_ids(self) -> tuple[int, ...]:
+    """Ids never masked nor used as random replacements ([UNK] is an ordinary token)."""
+    return (self.pad_id, self.cls_id, self.sep_id, self.mask_id)
+
+  def encode(self, text: str) -> list[int]:
+    raise NotImplementedError
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [self.encode(t) for t in texts]
+
+  def decode(self, ids: Iterable[int]) -> str:
+    raise NotImplementedError
+
+  def fingerprint(self) -> str:
+    """Identifies the vocabulary (used to key caches of tokenized corpora)."""
+    import hashlib  # pylint: disable=g-import-not-at-top
+    with tf.io.gfile.GFile(self.path, "rb") as f:
+      return hashlib.sha1(f.read() + str(self.lower_case).encode()).hexdigest()[:12]
+
+
+def _check_specials(found: dict[str, int | None], path: str, fix: str) -> None:
+  missing = [t for t, i in found.items() if i is None]
+  if missing:
+    raise ValueError(f"Tokenizer {path} lacks the special tokens {missing}; {fix}")
+
+
+class SentencePieceTokenizer(Tokenizer):
+  """A sentencepiece model with [PAD] [UNK] [CLS] [SEP] [MASK] pieces."""
+
+  kind = "sentencepiece"
+
+  def __init__(self, path: str, lower_case: bool = True):
+    self.path = str(path)
+    self.lower_case = lower_case
+    with tf.io.gfile.GFile(self.path, "rb") as f:
+      proto = f.read()
+    self.sp = spm.SentencePieceProcessor()
+    self.sp.LoadFromSerializedProto(proto)
+    n = self.sp.get_piece_size()
+    ids = {}
+    for tok in SPECIAL_TOKENS:
+      i = self.sp.piece_to_id(tok)
+      # piece_to_id returns unk_id for unknown pieces.
+      ids[tok] = i if self.sp.id_to_piece(i) == tok else None
+    _check_specials(ids, self.path, "train one with bert_jax (leave config.data.tokenizer.path "
+                    "empty) or add them as control symbols.")
+    self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
+        ids[t] for t in SPECIAL_TOKENS)
+    pieces = [self.sp.id_to_piece(i) for i in range(n)]
+    special = set(self.special_ids) | {self.unk_id}
+    self.is_word_start = np.array(
+        [p.startswith("\u2581") or i in special or self.sp.is_control(i)
+         for i, p in enumerate(pieces)], dtype=bool)
+
+  def encode(self, text: str) -> list[int]:
+    return self.sp.encode(text.lower() if self.lower_case else text)
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    if self.lower_case:
+      texts = [t.lower() for t in texts]
+    return self.sp.encode(list(texts))
+
+  def decode(self, ids: Iterable[int]) -> str:
+    return self.sp.decode([int(i) for i in ids])
+
+
+# ----------------------------------------------------------------------------- WordPiece
+
+def _is_punctuation(ch: str) -> bool:
+  cp = ord(ch)
+  # ASCII non-alphanumerics count as punctuation (as in BERT's BasicTokenizer).
+  if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+    return True
+  return unicodedata.category(ch).startswith("P")
+
+
+def _is_cjk(cp: int) -> bool:
+  return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or
+          0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF or
+          0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
+
+
+def basic_tokenize(text: str, lower_case: bool) -> list[str]:
+  """BERT's basic tokenization: clean, split CJK and punctuation, optional lower+strip accents."""
+  out = []
+  for ch in text:
+    cp = ord(ch)
+    if cp == 0 or cp == 0xFFFD or (unicodedata.category(ch).startswith("C") and
+                                   ch not in "\t\n\r"):
+      continue
+    if ch.isspace():
+      out.append(" ")
+    elif _is_cjk(cp):
+      out.append(f" {ch} ")
+    else:
+      out.append(ch)
+  words = []
+  for word in "".join(out).split():
+    if lower_case:
+      word = "".join(c for c in unicodedata.normalize("NFD", word.lower())
+                     if unicodedata.category(c) != "Mn")
+    current = ""
+    for ch in word:
+      if _is_punctuation(ch):
+        if current:
+          words.append(current)
+        words.append(ch)
+        current = ""
+      else:
+        current += ch
+    if current:
+      words.append(current)
+  return words
+
+
+class WordPieceTokenizer(Tokenizer):
+  """A BERT vocab.txt with basic + greedy longest-match-first WordPiece tokenization."""
+
+  kind = "wordpiece"
+  max_chars_per_word = 100
+
+  def __init__(self, path: str, lower_case: bool = True):
+    self.path = str(path)
+    self.lower_case = lower_case
+    with tf.io.gfile.GFile(self.path, "r") as f:
+      self.pieces = [line.rstrip("\n") for line in f]
+    self.vocab = {p: i for i, p in enumerate(self.pieces)}
+    ids = {t: self.vocab.get(t) for t in SPECIAL_TOKENS}
+    _check_specials(ids, self.path, "use a BERT-style vocab.txt (one piece per line).")
+    self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
+        ids[t] for t in SPECIAL_TOKENS)
+    self.is_word_start = np.array([not p.startswith("##") for p in self.pieces], dtype=bool)
+    self._cache: dict[str, list[int]] = {}
+
+  def _word(self, word: str) -> list[int]:
+    if word in self._cache:
+      return self._cache[word]
+    if len(word) > self.max_chars_per_word:
+      return [self.unk_id]
+    ids, start = [], 0
+    while start < len(word):
+      end, cur = len(word), None
+      while start < end:
+        sub = word[start:end] if start == 0 else "##" + word[start:end]
+        if sub in self.vocab:
+          cur = self.vocab[sub]
+          break
+        end -= 1
+      if cur is None:
+        ids = [self.unk_id]
+        break
+      ids.append(cur)
+      start = end
+    if len(self._cache) < 200_000:
+      self._cache[word] = ids
+    return ids
+
+  def encode(self, text: str) -> list[int]:
+    return [i for w in basic_tokenize(text, self.lower_case) for i in self._word(w)]
+
+  def decode(self, ids: Iterable[int]) -> str:
+    text = " ".join(self.pieces[int(i)] for i in ids)
+    return text.replace(" ##", "")
+
+
+# ----------------------------------------------------------------------------- build / load
+
+def load(path: str, kind: str = "", lower_case: bool = True) -> Tokenizer:
+  """Loads a .model (sentencepiece) or vocab.txt (WordPiece) file."""
+  if not tf.io.gfile.exists(path):
+    raise ValueError(f"Tokenizer file {path} does not exist (config.data.tokenizer.path).")
+  kind = kind or ("wordpiece" if str(path).endswith(".txt") else "sentencepiece")
+  if kind == "wordpiece":
+    return WordPieceTokenizer(path, lower_case)
+  if kind == "sentencepiece":
+    return SentencePieceTokenizer(path, lower_case)
+  raise ValueError(f"config.data.tokenizer.kind={kind!r}: use sentencepiece or wordpiece.")
+
+
+def _sentences(data_config, stats: dict) -> Iterator[str]:
+  for doc in corpora.source_documents(data_config, "train", stats):
+    for sent in doc:
+      yield sent.lower() if data_config.tokenizer.lower_case else sent
+
+
+def train_sentencepiece(data_config, out_dir: str) -> str:
+  """Trains a sentencepiece model from the configured corpus stream into out_dir."""
+  tc = data_config.tokenizer
+  if tc.model_type not in ("unigram", "bpe"):
+    raise ValueError(f"config.data.tokenizer.model_type={tc.model_type!r}: use unigram or bpe.")
+  if tc.vocab_size < len(SPECIAL_TOKENS) + 100:
+    raise ValueError(f"config.data.tokenizer.vocab_size={tc.vocab_size} is too small.")
+  stats: dict = {}
+  model = tf.io.gfile.GFile  # keep the name short below
+  with tempfile.TemporaryDirectory() as tmp:
+    prefix = os.path.join(tmp, "spm")
+    # The trainer samples input_sentence_size sentences from the stream (reservoir), so
+    # memory stays bounded whatever the corpus size. hard_vocab_limit=False lets small
+    # corpora yield fewer pieces than asked instead of failing.
+    spm.set_random_generator_seed(data_config.seed + 1)  # sampling is seeded
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=_sentences(data_config, stats), model_prefix=prefix,
+        vocab_size=tc.vocab_size, model_type=tc.model_type,
+        input_sentence_size=tc.train_sentences, shuffle_input_sentence=True,
+        pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, pad_piece="[PAD]", unk_piece="[UNK]",
+        control_symbols="[CLS],[SEP],[MASK]", hard_vocab_limit=False,
+        character_coverage=0.9995, num_threads=os.cpu_count() or 1,
+        max_sentence_length=8192, minloglevel=2)
+    tf.io.gfile.makedirs(out_dir)
+    tf.io.gfile.copy(prefix + ".model", os.path.join(out_dir, SPM_FILE + ".tmp"), overwrite=True)
+    settings = dict(kind="sentencepiece", model_type=tc.model_type, vocab_size=tc.vocab_size,
+                    lower_case=tc.lower_case, train_sentences=tc.train_sentences,
+                    source=data_config.source, special_tokens=list(SPECIAL_TOKENS),
+                    input_stats=stats)
+    with model(os.path.join(out_dir, SETTINGS_FILE), "w") as f:
+      json.dump(settings, f, indent=2)
+    # Rename last: other hosts wait for spm.model to appear.
+    tf.io.gfile.rename(os.path.join(out_dir, SPM_FILE + ".tmp"),
+                       os.path.join(out_dir, SPM_FILE), overwrite=True)
+  return os.path.join(out_dir, SPM_FILE)
+
+
+def build_or_load(data_config, workdir: str, process_index: int | None = None,
+                  timeout_s: float = 3600) -> Tokenizer:
+  """Loads config.data.tokenizer.path, or trains a sentencepiece model into <workdir>/tokenizer."""
+  tc = data_config.tokenizer
+  if tc.path:
+    return load(tc.path, tc.kind, tc.lower_case)
+  if tc.kind != "sentencepiece":
+    raise ValueError("config.data.tokenizer.path is empty: only a sentencepiece tokenizer can "
+                     f"be trained (config.data.tokenizer.kind={tc.kind!r}).")
+  out_dir = os.path.join(workdir, "tokenizer")
+  path = os.path.join(out_dir, SPM_FILE)
+  if not tf.io.gfile.exists(path):
+    if process_index is None:
+      import jax  # pylint: disable=g-import-not-at-top
+      process_index = jax.process_index()
+    if process_index == 0:
+      train_sentencepiece(data_config, out_dir)
+    else:
+      deadline = time.time() + timeout_s
+      while not tf.io.gfile.exists(path):
+        if time.time() > deadline:
+          raise TimeoutError(f"Process 0 did not write {path} within {timeout_s} s.")
+        time.sleep(2)
+  settings_path = os.path.join(out_dir, SETTINGS_FILE)
+  lower = tc.lower_case
+  if tf.io.gfile.exists(settings_path):
+    with tf.io.gfile.GFile(settings_path) as f:
+      lower = json.load(f).get("lower_case", lower)
+  return SentencePieceTokenizer(path, lower)
