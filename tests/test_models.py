@@ -183,3 +183,30 @@ def test_fine_tuning_models_warm_start_from_pretraining_params(family):
   seq = models.BertModel(cfg).apply({"params": backbone["bert"]}, **inputs)[0]
   ref = (model.apply({"params": pre}, **inputs, masked_lm_positions=None)["sequence_output"])
   np.testing.assert_allclose(seq, ref, atol=1e-6)
+
+
+def test_sharded_init_and_forward_match_unsharded():
+  """Params initialised under jit with shardings from the logical names (fsdp_tp preset on
+  the 8 fake devices) and a jitted forward give the unsharded result."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from bert_jax import sharding  # pylint: disable=g-import-not-at-top
+  if len(jax.devices()) < 8:
+    pytest.skip("needs the 8 fake CPU devices of conftest.py")
+  cfg, model = make("albert", hidden_size=64, num_attention_heads=4, vocab_size=128)
+  batch = random_batch(cfg, b=8)
+  mesh_cfg = ml_collections.ConfigDict(dict(data=2, fsdp=2, tensor=2, preset="fsdp_tp",
+                                            logical_axis_rules=""))
+  mesh, rules = sharding.make_mesh(mesh_cfg), sharding.rules_from_config(mesh_cfg)
+  shardings = sharding.logical_to_sharding(models.logical_specs(model, batch),
+                                           models.abstract_params(model, batch), mesh, rules)
+  inputs = models.model_inputs(model, batch)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    params = jax.jit(lambda r: models.init_params(model, r, batch),
+                     out_shardings=shardings)(jax.random.key(0))
+    out = jax.jit(lambda p, x: model.apply({"params": p}, **x))(params, inputs)
+  kernel = params["bert"]["encoder"]["group_0_layer_0"]["attention"]["query"]["kernel"]
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor", None)
+  ref = model.apply({"params": jax.device_get(params)}, **inputs)
+  for k in ("sequence_output", "mlm_logits", "sentence_logits"):
+    np.testing.assert_allclose(np.asarray(out[k]), np.asarray(ref[k]), atol=1e-5)

@@ -52,12 +52,35 @@ def bias_init(axes: tuple[str, ...]):
   return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
 
 
+class Dense(nn.Module):
+  """Dense over the last `n_in` input dims to `features` (int or tuple), params made at full rank.
+
+  (flax's DenseGeneral initialises a flattened 2-D kernel and reshapes it, which breaks a
+  3-name logical partitioning under jit with a mesh, hence this small module.)
+  """
+  cfg: ModelConfig
+  features: int | tuple[int, ...]
+  axes: tuple[str, ...]
+  n_in: int = 1
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    feats = (self.features,) if isinstance(self.features, int) else tuple(self.features)
+    in_shape = x.shape[x.ndim - self.n_in:]
+    kernel = self.param("kernel", kernel_init(self.cfg, self.axes), in_shape + feats,
+                        jnp.float32)
+    bias = self.param("bias", bias_init(self.axes[-len(feats):]), feats, jnp.float32)
+    dtype = dtype_of(self.cfg)
+    y = jax.lax.dot_general(
+        x.astype(dtype), kernel.astype(dtype),
+        ((tuple(range(x.ndim - self.n_in, x.ndim)), tuple(range(self.n_in))), ((), ())))
+    return y + bias.astype(dtype)
+
+
 def dense(cfg: ModelConfig, features, axes: tuple[str, ...], name: str, axis=-1):
-  """DenseGeneral with logical names on kernel (all axes) and bias (output axes)."""
-  nout = 1 if isinstance(features, int) else len(features)
-  return nn.DenseGeneral(
-      features, axis=axis, dtype=dtype_of(cfg), param_dtype=jnp.float32,
-      kernel_init=kernel_init(cfg, axes), bias_init=bias_init(axes[-nout:]), name=name)
+  """Dense with logical names on kernel (all axes) and bias (output axes)."""
+  n_in = len(axis) if isinstance(axis, tuple) else 1
+  return Dense(cfg, features, axes, n_in, name=name)
 
 
 def layer_norm(cfg: ModelConfig, axis_name: str, name: str):
