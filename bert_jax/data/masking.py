@@ -42,7 +42,7 @@ class MaskingSpec:
   mask_id: int
   is_word_start: np.ndarray         # bool [vocab]
   random_ids: np.ndarray            # int32 ids allowed as random replacements
-  max_rounds: int = 0               # ngram/span: span draws per row (0: 4 * max_predictions)
+  max_rounds: int = 0               # ngram/span: span draws per row (0: 6 * max_predictions)
 
 
 def _probs_from_weights(text: str, n_max: int, key: str) -> tuple[float, ...]:
@@ -161,7 +161,7 @@ def _word_ids(spec: MaskingSpec, ids, cand):
   prev_cand = tf.pad(cand[:, :-1], [[0, 0], [1, 0]])
   start = cand & (ws | ~prev_cand)
   wid = tf.cumsum(tf.cast(start, tf.int32), axis=1) - 1
-  return tf.where(cand, wid, -1), start
+  return tf.where(cand, wid, -1)
 
 
 def _select_tokens(spec, keys, cand, budget):
@@ -176,9 +176,8 @@ def _select_tokens(spec, keys, cand, budget):
 def _select_whole_words(spec, keys, cand, wid, budget, passes: int = 3):
   """Random words in random order, each taken if it still fits (BERT's whole-word rule,
   done as `passes` vectorized greedy passes)."""
-  B, L = tf.shape(cand)[0], cand.shape[1]
-  seg = tf.where(cand, wid + tf.range(B)[:, None] * L, B * L)
-  wlen = tf.reshape(tf.math.unsorted_segment_sum(tf.ones_like(wid), seg, B * L + 1)[:-1], [B, L])
+  L = cand.shape[1]
+  wlen = _word_lengths(cand, wid)
   n_words = tf.reduce_max(wid, axis=1) + 1
   exists = tf.range(L)[None, :] < n_words[:, None]
   score = tf.where(exists, uniform(keys, _S_SCORE, L), -1.0)
@@ -199,49 +198,62 @@ def _select_whole_words(spec, keys, cand, wid, budget, passes: int = 3):
   return tf.gather(word_taken, tf.maximum(wid, 0), batch_dims=1) & cand
 
 
-def _select_spans(spec, keys, cand, wid, word_start, budget):
-  """Spans of n words (n ~ length_probs) at random word starts until the budget is met."""
+def _word_lengths(cand, wid):
+  """Tokens per word, indexed by word id: [B, L] (0 past the last word)."""
+  B, L = tf.shape(cand)[0], cand.shape[1]
+  seg = tf.where(cand, wid + tf.range(B)[:, None] * L, B * L)
+  return tf.reshape(tf.math.unsorted_segment_sum(tf.ones_like(wid), seg, B * L + 1)[:-1], [B, L])
+
+
+def _select_spans(spec, keys, cand, wid, budget):
+  """Spans of n whole words until the budget is met (ALBERT n-grams, SpanBERT spans).
+
+  Each round, every row draws n ~ length_probs and then a start uniformly among the
+  word positions where n uncovered words fit the remaining budget, so the realized
+  lengths follow length_probs as far as the budget allows. In the second half of the
+  rounds a row that found no place lowers its cap on n by one (ALBERT's shortening).
+  """
   B, L = tf.shape(cand)[0], cand.shape[1]
   n_max = len(spec.length_probs)
   cdf = tf.constant(np.cumsum(spec.length_probs)[:-1], tf.float32)
   n_words = tf.reduce_max(wid, axis=1) + 1
-  ns = tf.range(1, n_max + 1)
-  max_rounds = spec.max_rounds or 4 * spec.max_predictions
+  wlen = _word_lengths(cand, wid)
+  cs = tf.cumsum(wlen, axis=1)
+  w = tf.range(L)[None, :]
+  exists = w < n_words[:, None]
+  max_rounds = spec.max_rounds or 6 * spec.max_predictions
 
-  def body(r, covered, used, hist):
+  def body(r, wcov, used, cap, hist):
     rem = budget - used
-    eligible = word_start & ~covered & (rem > 0)[:, None]
-    score = tf.where(eligible, uniform(keys, _S_START + r, L), -1.0)
-    start = tf.argmax(score, axis=1, output_type=tf.int32)
-    has = tf.reduce_max(score, axis=1) >= 0
-    w0 = tf.gather(wid, start, batch_dims=1)
     u = uniform(keys, _S_LENGTH + r, 1)[:, 0]
-    n = 1 + tf.reduce_sum(tf.cast(u[:, None] >= cdf[None, :], tf.int32), axis=1)
-    rel = wid - w0[:, None]                                          # [B, L]
-    in_n = (rel[:, :, None] >= 0) & (rel[:, :, None] < ns[None, None, :]) & cand[:, :, None]
-    count = tf.reduce_sum(tf.cast(in_n, tf.int32), axis=1)           # [B, n_max] tokens
-    fits = ((count <= rem[:, None]) & (ns[None, :] <= n[:, None]) &
-            (ns[None, :] <= (n_words - w0)[:, None]))
-    # Shorten to the longest n-gram that fits the remaining budget (ALBERT's rule).
-    n_ok = tf.reduce_max(tf.where(fits, ns[None, :], 0), axis=1)
-    span = (rel >= 0) & (rel < n_ok[:, None]) & cand
-    accept = has & (n_ok > 0) & ~tf.reduce_any(span & covered, axis=1)
-    span &= accept[:, None]
-    covered |= span
-    used += tf.reduce_sum(tf.cast(span, tf.int32), axis=1)
-    hist += tf.reduce_sum(tf.one_hot(tf.where(accept, n_ok - 1, -1), n_max, dtype=tf.int32),
-                          axis=0)
-    return r + 1, covered, used, hist
+    n = tf.minimum(1 + tf.reduce_sum(tf.cast(u[:, None] >= cdf[None, :], tf.int32), axis=1), cap)
+    end = tf.minimum(w + n[:, None] - 1, L - 1)
+    tokens = tf.gather(cs, end, batch_dims=1) - (cs - wlen)
+    cov = tf.cast(wcov, tf.int32)
+    ccs = tf.cumsum(cov, axis=1)
+    overlap = tf.gather(ccs, end, batch_dims=1) - (ccs - cov)
+    valid = ((w + n[:, None] <= n_words[:, None]) & (overlap == 0) &
+             (tokens <= rem[:, None]) & (rem > 0)[:, None])
+    score = tf.where(valid, uniform(keys, _S_START + r, L), -1.0)
+    w0 = tf.argmax(score, axis=1, output_type=tf.int32)
+    ok = tf.reduce_max(score, axis=1) >= 0
+    span = (w >= w0[:, None]) & (w < (w0 + n)[:, None]) & ok[:, None]
+    wcov |= span
+    used += tf.where(ok, tf.gather(tokens, w0, batch_dims=1), 0)
+    cap = tf.where(~ok & (rem > 0) & (r >= max_rounds // 2), tf.maximum(cap - 1, 1), cap)
+    hist += tf.reduce_sum(tf.one_hot(tf.where(ok, n - 1, -1), n_max, dtype=tf.int32), axis=0)
+    return r + 1, wcov, used, cap, hist
 
-  def cond(r, covered, used, hist):
-    del hist
-    left = (used < budget) & tf.reduce_any(word_start & ~covered, axis=1)
-    return (r < max_rounds) & tf.reduce_any(left)
+  def cond(r, wcov, used, cap, hist):
+    del cap, hist
+    rem = budget - used
+    live = tf.reduce_any(exists & ~wcov & (wlen <= rem[:, None]), axis=1) & (rem > 0)
+    return (r < max_rounds) & tf.reduce_any(live)
 
   init = (tf.constant(0), tf.zeros_like(cand), tf.zeros([B], tf.int32),
-          tf.zeros([n_max], tf.int32))
-  _, covered, _, hist = tf.while_loop(cond, body, init)
-  return covered, hist
+          tf.fill([B], n_max), tf.zeros([n_max], tf.int32))
+  _, wcov, _, _, hist = tf.while_loop(cond, body, init)
+  return tf.gather(wcov, tf.maximum(wid, 0), batch_dims=1) & cand, hist
 
 
 def mask_batch(spec: MaskingSpec, batch: dict, keys) -> dict:
@@ -262,12 +274,11 @@ def mask_batch(spec: MaskingSpec, batch: dict, keys) -> dict:
   if spec.strategy in ("token", "electra"):
     selected = _select_tokens(spec, keys, cand, budget)
   else:
-    wid, word_start = _word_ids(spec, ids, cand)
+    wid = _word_ids(spec, ids, cand)
     if spec.strategy == "whole_word":
       selected = _select_whole_words(spec, keys, cand, wid, budget)
     else:
-      selected, out["span_length_hist"] = _select_spans(spec, keys, cand, wid, word_start,
-                                                        budget)
+      selected, out["span_length_hist"] = _select_spans(spec, keys, cand, wid, budget)
   # Positions in increasing order, padded with 0 (as the reference writes them).
   pos = tf.range(L)[None, :]
   order_key = tf.where(selected, pos, L + pos)
