@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import logging
 import math
 import os
@@ -377,15 +378,34 @@ def evaluate(eval_step, params, eval_fn, s) -> tuple[dict[str, float], float]:
   return objectives.reduce_metrics(total), (max(counts.values()) / n if n else float("nan"))
 
 
+_SETUP_CACHE: dict[str, Any] = {}
+
+
+def _setup_cached(config):
+  """setup + jitted steps, reused when the same config runs again in this process (a resumed run
+  in a notebook or a test), so the steps are not traced and compiled twice."""
+  d = config.to_dict()
+  # Cadences and the corpus do not change what is compiled.
+  d["train"].pop("halt_after_steps", None)
+  for section in ("checkpoint", "log", "eval", "init"):
+    d.pop(section, None)
+  d["data"] = {k: d["data"][k] for k in ("max_seq_length", "max_predictions_per_seq")}
+  key = json.dumps(d, sort_keys=True, default=str) + str([x.id for x in jax.devices()])
+  if key not in _SETUP_CACHE:
+    s = setup(config)
+    _SETUP_CACHE.clear()  # keep one entry: compiled executables hold memory
+    _SETUP_CACHE[key] = (s, compile_steps(config, s))
+  return _SETUP_CACHE[key]
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains (resuming from `workdir` if it holds checkpoints); returns a summary dict."""
   # --- setup -------------------------------------------------------------------------------
-  s = setup(config)
+  s, (train_step, eval_step, init) = _setup_cached(config)
   mesh, rules = s["mesh"], s["rules"]
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint)
   abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                           s["abstract"], s["state_sh"])
-  train_step, eval_step, init = compile_steps(config, s)
 
   # --- resume > warm start > scratch -------------------------------------------------------
   restored = ckpt.restore(abstract)

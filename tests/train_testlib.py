@@ -19,9 +19,9 @@ DEFAULT_ARG = {"bert": "tiny,runlocal", "albert": "base,runlocal", "electra": "s
 
 
 def tiny_config(family: str = "bert", *, steps: int = 4, batch: int = 8, seq: int = 16, synthetic: bool = True):
-  """A 2-layer, 32-wide model on synthetic batches: compiles in seconds on CPU."""
+  """A 1-layer, 32-wide model on synthetic batches: compiles in seconds on CPU."""
   c = load_config(family, DEFAULT_ARG[family])
-  c.model.update(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+  c.model.update(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                  vocab_size=128, max_position_embeddings=seq)
   if family != "bert":
     c.model.embedding_size = 16
