@@ -10,8 +10,9 @@ Instance kinds (config.data.instances):
   nsp             BERT: A/B from sentence chunks; 50% B from a random other document
                   (label 1), short_seq_prob shorter targets, pair truncation as the
                   reference (longer side, random front/back).
-  sop             ALBERT: A/B in order (label 0) or swapped (label 1); a one-sentence
-                  chunk is split at a random token (the reference uses a random document).
+  sop             ALBERT: A/B in order (label 0) or swapped (label 1).
+  (nsp and sop: a one-sentence chunk is split at a random token into A and B; the
+  references use a random document there, which skews the labels.)
   segments        ELECTRA: consecutive sentences, split into two segments (10% one
                   segment), 5% random shorter targets; label 0.
   full_sentences  RoBERTa: consecutive sentences of one document up to the length, one
@@ -151,7 +152,14 @@ def _pair_instances(corpus, i, doc, kind, max_seq_length, short_seq_prob, rng, s
       a = [t for s in chunk[:a_end] for t in s.tolist()]
       b: list = []
       label = 0
-      if kind == "nsp" and (len(chunk) == 1 or rng.random() < 0.5):
+      split_inside = len(chunk) == 1 and len(a) >= 2
+      if split_inside:
+        # One-sentence chunk: A and B are its two parts (the reference forces a random
+        # B here, which pushes NSP labels well over 50% on long-sentence corpora).
+        cut = int(rng.integers(1, len(a)))
+        a, b = a[:cut], a[cut:]
+      if kind == "nsp" and ((len(chunk) == 1 and not split_inside) or rng.random() < 0.5):
+        b = []
         label = 1
         if corpus.num_docs > 1:
           for _ in range(10):
@@ -167,10 +175,8 @@ def _pair_instances(corpus, i, doc, kind, max_seq_length, short_seq_prob, rng, s
         # Put the unused sentences back (the reference's rewind).
         j -= len(chunk) - a_end
       else:
-        b = [t for s in chunk[a_end:] for t in s.tolist()]
-        if not b and len(a) >= 2:  # one-sentence chunk (SOP): split it at a random token
-          cut = int(rng.integers(1, len(a)))
-          a, b = a[:cut], a[cut:]
+        if not split_inside:
+          b = [t for s in chunk[a_end:] for t in s.tolist()]
         if kind == "sop" and rng.random() < 0.5:
           a, b, label = b, a, 1
       _truncate_pair(a, b, max_tokens, rng)

@@ -1,0 +1,233 @@
+"""The tf.data pipeline: batch contract, instance kinds, determinism, resume, host shards, bad input."""
+
+import itertools
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "configs"))
+import common  # noqa: E402
+from test_masking import real_text_config  # noqa: E402
+
+from bert_jax.data import instances as inst_lib  # noqa: E402
+from bert_jax.data import pipeline  # noqa: E402
+from bert_jax.data import tokenizers  # noqa: E402
+
+L, P, B = 64, 10, 16
+KEYS = {"input_ids": np.int32, "input_mask": np.int32, "token_type_ids": np.int32,
+        "segment_ids": np.int32, "position_ids": np.int32, "masked_lm_positions": np.int32,
+        "masked_lm_ids": np.int32, "masked_lm_weights": np.float32,
+        "next_sentence_labels": np.int32}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  cache = os.environ.get("BERT_JAX_CACHE") or tmp_path_factory.mktemp("cache")
+  c = real_text_config(cache, max_seq_length=L, max_predictions_per_seq=P)
+  c.eval_fraction = 0.05
+  tok = tokenizers.build_or_load(c, str(tmp_path_factory.mktemp("wd")), process_index=0)
+  return c, tok
+
+
+def cfg(env, **kw):
+  c = env[0].copy_and_resolve_references()
+  c.update(kw)
+  return c
+
+
+def take(it, n):
+  return list(itertools.islice(it, n))
+
+
+@pytest.mark.parametrize("kind,pack", [("nsp", False), ("sop", False), ("segments", False),
+                                       ("full_sentences", False), ("full_sentences", True)])
+def test_batch_contract(env, kind, pack):
+  c, tok = cfg(env, instances=kind, pack_examples=pack), env[1]
+  b = next(pipeline.train_iterator(c, tok, batch_size=B))
+  assert set(b) == set(KEYS)
+  for k, dt in KEYS.items():
+    shape = (B,) if k == "next_sentence_labels" else (B, P if k.startswith("masked") else L)
+    assert b[k].shape == shape and b[k].dtype == dt, k
+  m = b["input_mask"]
+  assert (b["input_ids"][:, 0] == tok.cls_id).all()
+  assert (b["token_type_ids"][m == 0] == 0).all() and (b["segment_ids"][m == 0] == 0).all()
+  assert (m[:, :-1] >= m[:, 1:]).all()  # real tokens first, then padding
+  if not pack:
+    np.testing.assert_array_equal(b["segment_ids"], m)
+    np.testing.assert_array_equal(b["position_ids"], np.broadcast_to(np.arange(L), (B, L)))
+  else:
+    seg, pos = b["segment_ids"], b["position_ids"]
+    assert seg.max() > 1, "packing put one example per row"
+    starts = (np.diff(seg, prepend=0, axis=1) != 0) & (seg > 0)
+    assert (pos[starts] == 0).all() and (b["input_ids"][starts] == tok.cls_id).all()
+    inner = (seg > 0) & ~starts
+    assert (pos[inner] == np.roll(pos, 1, axis=1)[inner] + 1).all()
+  if kind in ("segments", "full_sentences"):
+    assert (b["next_sentence_labels"] == 0).all()
+  if kind == "full_sentences":
+    assert (b["token_type_ids"] == 0).all()
+
+
+@pytest.mark.parametrize("kind", ["nsp", "sop"])
+def test_sentence_labels_near_half(env, kind):
+  c, tok = env
+  corpus = pipeline.load_corpus(c, tok, "train", 0, 1)
+  rows = inst_lib.build_rows(corpus, kind=kind, max_seq_length=128, short_seq_prob=0.1, pack=False,
+                             specials=inst_lib.Specials(tok.cls_id, tok.sep_id, tok.pad_id),
+                             seed=0, epoch=0)
+  labels = rows["next_sentence_labels"]
+  assert len(labels) > 1000
+  # NSP: one-sentence chunks always take a random B (as the reference), so a bit over 50%.
+  assert abs(labels.mean() - 0.5) < (0.06 if kind == "nsp" else 0.03), labels.mean()
+  # Two segments each ending in [SEP].
+  sep = (rows["input_ids"] == tok.sep_id).sum(1)
+  assert (sep == 2).all()
+  assert (rows["token_type_ids"].max(1) == 1).all()
+
+
+def test_sop_swaps_segments(env):
+  """An SOP row with label 1 is an in-order row with A and B exchanged."""
+  c, tok = env
+  corpus = pipeline.load_corpus(c, tok, "train", 0, 1).select(np.arange(50))
+  text = corpus.tokens.tolist()
+  rows = inst_lib.build_rows(corpus, kind="sop", max_seq_length=512, short_seq_prob=0.0,
+                             pack=False, specials=inst_lib.Specials(tok.cls_id, tok.sep_id,
+                                                                    tok.pad_id), seed=0, epoch=0)
+  checked = [0, 0]
+  joined = ",".join(map(str, text))
+  for ids, types, label in zip(rows["input_ids"], rows["token_type_ids"],
+                               rows["next_sentence_labels"]):
+    a = ids[(types == 0) & (ids != tok.pad_id)][1:-1].tolist()
+    b = ids[(types == 1) & (ids != tok.sep_id)].tolist()
+    first, second = (b, a) if label else (a, b)
+    if len(a) + len(b) < 500:  # untruncated: first+second is a contiguous stretch of the text
+      assert ",".join(map(str, first + second)) in joined
+      checked[label] += 1
+  assert min(checked) > 5
+
+
+def test_same_seed_same_stream_and_other_seed_differs(env):
+  c, tok = cfg(env, masking="ngram"), env[1]
+  a = take(pipeline.train_iterator(c, tok, batch_size=B), 3)
+  b = take(pipeline.train_iterator(c, tok, batch_size=B), 3)
+  d = take(pipeline.train_iterator(c, tok, batch_size=B, seed=1), 3)
+  for x, y in zip(a, b):
+    for k in KEYS:
+      np.testing.assert_array_equal(x[k], y[k])
+  assert any((x["input_ids"] != y["input_ids"]).any() for x, y in zip(a, d))
+
+
+def small_text_corpus(tmp_path, n_docs=40):
+  """A small sentence_per_line file from the real text (a short epoch)."""
+  from bert_jax.data import corpora  # pylint: disable=g-import-not-at-top
+  docs = []
+  for doc in corpora.source_documents(real_text_config(tmp_path)):
+    if len(doc) >= 3:
+      docs.append(doc[:6])
+    if len(docs) == n_docs:
+      break
+  path = tmp_path / "small.txt"
+  path.write_text("\n\n".join("\n".join(d) for d in docs) + "\n")
+  return path
+
+
+def test_resume_continues_exact_stream_across_epochs(env, tmp_path):
+  path = small_text_corpus(tmp_path, n_docs=8)
+  c, tok = cfg(env, source="text", text_glob=str(path), text_format="sentence_per_line",
+               eval_fraction=0.0, cache_dir=str(tmp_path)), env[1]
+  corpus = pipeline.load_corpus(c, tok, "train", 0, 1)
+  epoch_rows = len(inst_lib.build_rows(
+      corpus, kind=c.instances, max_seq_length=L, short_seq_prob=c.short_seq_prob, pack=False,
+      specials=inst_lib.Specials(tok.cls_id, tok.sep_id, tok.pad_id), seed=0,
+      epoch=0)["next_sentence_labels"])
+  assert 8 < epoch_rows < 5 * 8, "the stream should cross epoch boundaries"
+  full = take(pipeline.train_iterator(c, tok, batch_size=8), 12)
+  for start in (5, 9):
+    resumed = take(pipeline.train_iterator(c, tok, batch_size=8, start_batch=start), 12 - start)
+    for x, y in zip(full[start:], resumed):
+      for k in KEYS:
+        np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_host_shards_disjoint_and_cover(env):
+  c, tok = env
+  train_all = set(pipeline.load_corpus(c, tok, "train", 0, 1).doc_ids.tolist())
+  eval_all = set(pipeline.load_corpus(c, tok, "eval", 0, 1).doc_ids.tolist())
+  assert train_all and eval_all and not train_all & eval_all
+  for split, everything in (("train", train_all), ("eval", eval_all)):
+    shards = [set(pipeline.load_corpus(c, tok, split, i, 3).doc_ids.tolist()) for i in range(3)]
+    assert set().union(*shards) == everything
+    assert all(not shards[i] & shards[j] for i in range(3) for j in range(i + 1, 3))
+  # And hosts' batches differ.
+  b0 = next(pipeline.train_iterator(c, tok, batch_size=B, process_index=0, process_count=2))
+  b1 = next(pipeline.train_iterator(c, tok, batch_size=B, process_index=1, process_count=2))
+  assert (b0["input_ids"] != b1["input_ids"]).any()
+
+
+def test_eval_iterator_fixed_and_finite(env):
+  c, tok = env
+  a = list(pipeline.eval_iterator(c, tok, batch_size=B, num_batches=3))
+  b = list(pipeline.eval_iterator(c, tok, batch_size=B, num_batches=3))
+  assert len(a) == 3
+  for x, y in zip(a, b):
+    for k in KEYS:
+      np.testing.assert_array_equal(x[k], y[k])
+  t = next(pipeline.train_iterator(c, tok, batch_size=B))
+  assert (t["input_ids"] != a[0]["input_ids"]).any()
+
+
+def test_bad_text_input_is_counted_not_fatal(env, tmp_path):
+  d = tmp_path / "bad"
+  d.mkdir()
+  (d / "a_empty.txt").write_bytes(b"")
+  (d / "b_blank.txt").write_bytes(b"   \n\t\n\n  \n")
+  good = small_text_corpus(tmp_path, n_docs=10).read_bytes()
+  long_sentence = (" ".join(["word"] * 3000)).encode()
+  (d / "c_mixed.txt").write_bytes(
+      good + b"\n\nOne lonely sentence.\n\n \n\n" + b"bad \xff\xfe bytes here.\nSecond.\n\n" +
+      long_sentence + b"\nAnd the end.\n")
+  c, tok = cfg(env, source="text", text_glob=str(d / "*.txt"), eval_fraction=0.0,
+               cache_dir=str(tmp_path), instances="nsp"), env[1]
+  stats = {}
+  batches = take(pipeline.train_iterator(c, tok, batch_size=4, stats=stats), 30)
+  assert len(batches) == 30
+  assert stats["invalid_utf8_lines"] == 1
+  assert stats["one_sentence_documents"] >= 1
+  assert stats["split_long_sentences"] >= 1
+  assert all((b["masked_lm_weights"].sum(1) >= 1).all() for b in batches)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (dict(instances="nsp", pack_examples=True), "pack_examples"),
+    (dict(instances="bogus"), "instances"),
+    (dict(short_seq_prob=2.0), "short_seq_prob"),
+    (dict(source="text", text_glob=""), "text_glob"),
+    (dict(source="text", text_glob="/nonexistent/dir/*.txt"), "matches no files"),
+    (dict(source="nope"), "source"),
+    (dict(mask_rate=0.0), "mask_rate"),
+])
+def test_bad_config_raises_early(env, overrides, match):
+  c, tok = cfg(env, **overrides), env[1]
+  with pytest.raises(ValueError, match=match):
+    next(pipeline.train_iterator(c, tok, batch_size=B))
+
+
+def test_bad_process_index(env):
+  with pytest.raises(ValueError, match="process_index"):
+    pipeline.train_iterator(env[0], env[1], batch_size=B, process_index=2, process_count=2)
+
+
+def test_builtin_corpus_default(tmp_path):
+  """The default source needs nothing but the interpreter; built once, then cached."""
+  from bert_jax.data import corpora  # pylint: disable=g-import-not-at-top
+  cache = os.environ.get("BERT_JAX_CACHE") or tmp_path
+  path = corpora.builtin_corpus_path(cache)
+  assert path.stat().st_size > 1_000_000
+  assert corpora.builtin_corpus_path(cache) == path
+  c = common.data_config()
+  assert c.source == "builtin"
+  docs = list(itertools.islice(corpora.source_documents(c, cache_dir=cache), 200))
+  assert len(docs) == 200 and all(len(d) >= 2 and all(s.strip() for s in d) for d in docs)
