@@ -341,7 +341,6 @@ def import_hf(hf_dir: str, generator_dir: str | None = None, seed: int = 0
 
 
 def _import(hf_dir, generator_dir, fill_missing, seed=0):
-  import jax  # pylint: disable=g-import-not-at-top
   from bert_jax import models  # pylint: disable=g-import-not-at-top
 
   hf_cfg = read_hf_config(hf_dir)
@@ -386,10 +385,25 @@ def _import(hf_dir, generator_dir, fill_missing, seed=0):
   info["initialized"] = missing
   if missing and fill_missing:
     logging.info("Freshly initialised (not in the checkpoint): %s", missing)
-    fresh = _flatten(models.init_params(model, jax.random.key(seed), batch))
+    rng = np.random.default_rng(seed)
     for k in missing:
-      _set(params, tuple(k.split("/")), np.asarray(fresh[k]))
+      _set(params, tuple(k.split("/")), _fresh(k, flat_expected[k].shape, cfg, rng))
   return cfg, params, info
+
+
+def _fresh(name: str, shape, cfg: ModelConfig, rng: np.random.Generator) -> np.ndarray:
+  """The models' init distributions in numpy (a full jax init of a big model is slow on CPU):
+  biases 0, LayerNorm scales 1, the rest truncated normal (2 sigma) with std initializer_range."""
+  leaf = name.rsplit("/", 1)[-1]
+  if leaf == "bias":
+    return np.zeros(shape, np.float32)
+  if leaf == "scale":
+    return np.ones(shape, np.float32)
+  z = rng.standard_normal(shape)
+  while np.any(bad := np.abs(z) > 2):
+    z[bad] = rng.standard_normal(int(bad.sum()))
+  # jax's truncated_normal rescales so the truncated distribution has the asked-for std.
+  return (z * cfg.initializer_range / 0.87962566103423978).astype(np.float32)
 
 
 def export_hf(cfg: Any, params: Params, hf_dir: str) -> list[str]:
