@@ -198,14 +198,8 @@ def setup(config, mesh=None):
 
 @contextlib.contextmanager
 def mesh_context(mesh, rules):
-  """Logical rules active while tracing.
-
-  No global mesh is set: flax's DenseGeneral re-boxes its flat kernel init with the full-rank
-  logical names, which fails under jax.set_mesh. Without a global mesh the model's activation
-  constraints are no-ops and XLA propagates shardings from the explicit in/out shardings.
-  """
-  del mesh
-  with nn.logical_axis_rules(rules):
+  """Mesh + logical rules active while tracing, so the model's activation constraints resolve."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     yield
 
 
