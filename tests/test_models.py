@@ -210,3 +210,11 @@ def test_sharded_init_and_forward_match_unsharded():
   ref = model.apply({"params": jax.device_get(params)}, **inputs)
   for k in ("sequence_output", "mlm_logits", "sentence_logits"):
     np.testing.assert_allclose(np.asarray(out[k]), np.asarray(ref[k]), atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["bert", "electra"])
+def test_sequence_longer_than_positions_fails_clearly(family):
+  cfg, model = make(family)
+  batch = models.dummy_batch(cfg, 1, cfg.max_position_embeddings + 1, 1)
+  with pytest.raises(ValueError, match="config.model.max_position_embeddings=64"):
+    models.init_params(model, jax.random.key(0), batch)

@@ -1,8 +1,9 @@
 """BERT / ALBERT pretraining model and the fine-tuning models (all families).
 
 Parameter tree (names are stable; bert_jax/interop maps them to HF names):
-  embeddings/{word_embeddings,position_embeddings,token_type_embeddings}/embedding, LayerNorm
-  encoder/embeddings_project (ALBERT, or E != H), encoder/group_{g}_layer_{j}/..., encoder/pooler
+  bert/embeddings/{word,position,token_type}_embeddings/embedding, bert/embeddings/LayerNorm
+  bert/encoder/embeddings_project (ALBERT, or E != H), bert/encoder/group_{g}_layer_{j}/...,
+  bert/encoder/pooler
   mlm/{transform, transform_LayerNorm, bias}, sentence/dense      (PretrainingModel)
 """
 
@@ -21,8 +22,13 @@ from bert_jax.models import layers
 Array = jax.Array
 
 
-def _prepare(input_ids, input_mask, token_type_ids, segment_ids, position_ids):
+def _prepare(input_ids, input_mask, token_type_ids, segment_ids, position_ids,
+             max_positions: int):
   """Defaults for optional inputs, and the [B, 1, L, L] attention mask."""
+  if input_ids.shape[-1] > max_positions:
+    raise ValueError(f"Sequence length {input_ids.shape[-1]} exceeds "
+                     f"config.model.max_position_embeddings={max_positions}; lower "
+                     "config.data.max_seq_length or raise max_position_embeddings.")
   if token_type_ids is None:
     token_type_ids = jnp.zeros_like(input_ids)
   if position_ids is None:
@@ -50,7 +56,8 @@ class BertModel(_ConfigMixin, nn.Module):
   def __call__(self, input_ids, input_mask, token_type_ids=None, segment_ids=None,
                position_ids=None, deterministic: bool = True):
     token_type_ids, position_ids, mask = _prepare(
-        input_ids, input_mask, token_type_ids, segment_ids, position_ids)
+        input_ids, input_mask, token_type_ids, segment_ids, position_ids,
+        self.config.max_position_embeddings)
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     return self.encoder(x, mask, deterministic)
 

@@ -41,7 +41,8 @@ class ElectraPretrainingModel(_ConfigMixin, nn.Module):
                 segment_ids=None, position_ids=None, deterministic: bool = True) -> Array:
     """MLM logits [B, P, V] at masked_lm_positions ([B, L, V] when None)."""
     token_type_ids, position_ids, mask = _prepare(
-        input_ids, input_mask, token_type_ids, segment_ids, position_ids)
+        input_ids, input_mask, token_type_ids, segment_ids, position_ids,
+        self.config.max_position_embeddings)
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     seq, _ = self.generator_encoder(x, mask, deterministic)
     return self.generator_mlm(heads.gather_positions(seq, masked_lm_positions), self.embeddings)
@@ -57,7 +58,8 @@ class ElectraPretrainingModel(_ConfigMixin, nn.Module):
                                       deterministic: bool = True) -> tuple[Array, Array]:
     """(logits [B, L], last hidden states [B, L, H]) of the discriminator."""
     token_type_ids, position_ids, mask = _prepare(
-        input_ids, input_mask, token_type_ids, segment_ids, position_ids)
+        input_ids, input_mask, token_type_ids, segment_ids, position_ids,
+        self.config.max_position_embeddings)
     x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
     seq, _ = self.discriminator_encoder(x, mask, deterministic)
     return self.discriminator_head(seq), seq
