@@ -34,6 +34,7 @@ _WS_RE = re.compile(r"\s+")
 _CODE_LINE_RE = re.compile(r"^\s*(>>>|\.\.\.|\$ |[-=~*+#|]{3,})")
 _MIN_DOC_SENTENCES = 2
 _BUILTIN_VERSION = 1
+_MAX_RECORD_CHARS = 100_000
 
 
 def split_sentences(paragraph: str) -> list[str]:
@@ -189,10 +190,13 @@ def tfds_documents(name: str, split: str, text_key: str, data_dir: str = "") -> 
                      f"features: {sorted(ds.element_spec)}.")
   for ex in ds.as_numpy_iterator():
     text = ex[text_key].decode("utf-8", errors="replace")
-    # Blank lines separate paragraphs; the whole record is one document.
-    sents = [s for para in text.split("\n") for s in split_sentences(para)]
-    if sents:
-      yield sents
+    # A record is one document, except a very long one (tiny_shakespeare is a single
+    # record per split): that is split into documents at blank lines.
+    blocks = re.split(r"\n\s*\n", text) if len(text) > _MAX_RECORD_CHARS else [text]
+    for block in blocks:
+      sents = [s for line in block.split("\n") for s in split_sentences(line)]
+      if sents:
+        yield sents
 
 
 def source_documents(data_config, split: str = "train", stats: dict | None = None,

@@ -8,13 +8,13 @@ so masking is new every epoch, identical across runs, and `start_batch` only has
 slice rows (it never masks what it skips).
 
 Documents: document d (in corpus order) is held out for eval when
-frac(d * golden_ratio) < eval_fraction, and belongs to host d % process_count, so
-hosts' shards are disjoint and together cover the split.
+frac(d * golden_ratio) < eval_fraction; the i-th document of a split belongs to host
+i % process_count (preprocessed TFRecords with at least process_count files are
+sharded by file instead), so hosts' shards are disjoint and together cover the split.
 """
 
 from __future__ import annotations
 
-import glob as _glob  # noqa: F401  (kept for symmetry with gfile globs)
 import hashlib
 import json
 import os
@@ -63,9 +63,6 @@ def _cache_dir(data_config):
 def _all_documents(data_config, tokenizer, split: str, stats: dict) -> inst_lib.TokenizedCorpus:
   """The whole tokenized source (cached as .npz keyed by source + tokenizer)."""
   c = data_config
-  if c.source == "tfrecord":
-    from bert_jax.data import preprocess  # pylint: disable=g-import-not-at-top
-    return preprocess.read_corpus(c.tfrecord_glob, stats)
   key = json.dumps(dict(source=c.source, tfds=[c.tfds_name, split, c.tfds_text_key,
                                                c.tfds_data_dir],
                         text=[c.text_glob, c.text_format], tok=tokenizer.fingerprint(),
@@ -97,7 +94,12 @@ def load_corpus(data_config, tokenizer, split: str, process_index: int, process_
   stats = stats if stats is not None else {}
   separate_eval = c.source == "tfds" and c.tfds_eval_split
   src_split = c.tfds_eval_split if (split == "eval" and separate_eval) else c.tfds_split
-  corpus = _all_documents(c, tokenizer, src_split, stats)
+  if c.source == "tfrecord":
+    from bert_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+    corpus, host_sharded = preprocess.read_corpus(c.tfrecord_glob, stats, tokenizer,
+                                                  process_index, process_count)
+  else:
+    corpus, host_sharded = _all_documents(c, tokenizer, src_split, stats), False
   d = corpus.doc_ids.astype(np.float64)
   is_eval = np.modf(d * _GOLDEN)[0] < c.eval_fraction
   if separate_eval:
@@ -105,7 +107,8 @@ def load_corpus(data_config, tokenizer, split: str, process_index: int, process_
   else:
     keep = is_eval if split == "eval" else ~is_eval
   rows = np.nonzero(keep)[0]
-  rows = rows[np.arange(len(rows)) % process_count == process_index]
+  if not host_sharded:
+    rows = rows[np.arange(len(rows)) % process_count == process_index]
   if len(rows) == 0:
     raise ValueError(f"No {split} documents for process {process_index}/{process_count} "
                      f"(source {c.source!r}, {corpus.num_docs} documents, eval_fraction="

@@ -1,0 +1,104 @@
+"""Sources: preprocessing CLI to sharded TFRecords, the tfrecord and TFDS sources."""
+
+import itertools
+import os
+
+import numpy as np
+import pytest
+
+from conftest import shared_path  # noqa: E402
+from test_data_pipeline import KEYS, small_text_corpus  # noqa: E402
+from test_masking import real_text_config  # noqa: E402
+
+from bert_jax.data import pipeline  # noqa: E402
+from bert_jax.data import preprocess  # noqa: E402
+from bert_jax.data import tokenizers  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  cache = os.environ.get("BERT_JAX_CACHE") or tmp_path_factory.mktemp("cache")
+  c = real_text_config(cache, max_seq_length=64, max_predictions_per_seq=10)
+  c.tokenizer.vocab_size = 1500
+  c.tokenizer.train_sentences = 4000
+  tok = tokenizers.build_or_load(c, str(tmp_path_factory.mktemp("wd")), process_index=0)
+  tmp = tmp_path_factory.mktemp("pp")
+  text = small_text_corpus(tmp, n_docs=60)
+  c = c.copy_and_resolve_references()
+  c.update(source="text", text_glob=str(text), text_format="sentence_per_line",
+           eval_fraction=0.1, cache_dir=str(tmp))
+  summary = preprocess.run(c, tok, str(tmp / "out" / "docs"), num_shards=3, num_workers=2,
+                           chunk_docs=7, max_pending=2)
+  return c, tok, tmp, summary
+
+
+def test_preprocess_records_match_direct_tokenization(env):
+  c, tok, tmp, summary = env
+  assert summary["documents"] == 60 and summary["num_shards"] == 3
+  direct = pipeline._all_documents(c, tok, "train", {})  # pylint: disable=protected-access
+  corpus, sharded = preprocess.read_corpus(str(tmp / "out" / "docs-*"), {}, tok)
+  assert not sharded
+  np.testing.assert_array_equal(corpus.tokens, direct.tokens)
+  np.testing.assert_array_equal(corpus.sent_offsets, direct.sent_offsets)
+  np.testing.assert_array_equal(corpus.doc_ids, np.arange(60))
+  assert summary["tokens"] == len(direct.tokens)
+
+
+def test_preprocess_deterministic_across_worker_counts(env):
+  c, tok, tmp, _ = env
+  preprocess.run(c, tok, str(tmp / "again" / "docs"), num_shards=3, num_workers=1,
+                 chunk_docs=13)
+  for i in range(3):
+    name = f"docs-{i:05d}-of-00003"
+    assert (tmp / "again" / name).read_bytes() == (tmp / "out" / name).read_bytes()
+
+
+def test_tfrecord_source_gives_the_text_stream(env):
+  c, tok, tmp, _ = env
+  rc = c.copy_and_resolve_references()
+  rc.update(source="tfrecord", tfrecord_glob=str(tmp / "out" / "docs-*"))
+  a = list(itertools.islice(pipeline.train_iterator(c, tok, batch_size=8), 3))
+  b = list(itertools.islice(pipeline.train_iterator(rc, tok, batch_size=8), 3))
+  for x, y in zip(a, b):
+    for k in KEYS:
+      np.testing.assert_array_equal(x[k], y[k])
+  # Two hosts read disjoint files that together cover the train documents.
+  ids = [set(pipeline.load_corpus(rc, tok, "train", i, 2).doc_ids.tolist()) for i in range(2)]
+  assert not ids[0] & ids[1]
+  assert ids[0] | ids[1] == set(pipeline.load_corpus(rc, tok, "train", 0, 1).doc_ids.tolist())
+
+
+def test_tfrecord_source_rejects_other_tokenizer(env, tmp_path):
+  c, _, tmp, _ = env
+  other = real_text_config(c.cache_dir)
+  other.tokenizer.vocab_size = 700
+  other.tokenizer.train_sentences = 2000
+  tok2 = tokenizers.build_or_load(other, str(tmp_path), process_index=0)
+  rc = c.copy_and_resolve_references()
+  rc.update(source="tfrecord", tfrecord_glob=str(tmp / "out" / "docs-*"))
+  with pytest.raises(ValueError, match="another tokenizer"):
+    next(pipeline.train_iterator(rc, tok2, batch_size=8))
+
+
+def test_tfds_tiny_shakespeare(env):
+  data_dir = shared_path("tfds")
+  shared_path("tfds", "tiny_shakespeare")
+  c, tok, _, _ = env
+  tc = c.copy_and_resolve_references()
+  tc.update(source="tfds", tfds_name="tiny_shakespeare", tfds_split="train",
+            tfds_eval_split="validation", tfds_data_dir=str(data_dir), instances="sop")
+  stats = {}
+  b = next(pipeline.train_iterator(tc, tok, batch_size=8, stats=stats))
+  assert stats["documents"] > 1000  # the single record is split at blank lines
+  assert b["input_ids"].shape == (8, 64)
+  text = tok.decode(b["input_ids"][0][b["input_mask"][0] > 0])
+  assert text.strip()
+  ev = next(pipeline.eval_iterator(tc, tok, batch_size=8, num_batches=1))
+  assert (ev["input_ids"] != b["input_ids"]).any()
+
+
+def test_tfds_missing_dataset_is_a_clear_error(env, tmp_path):
+  c = env[0].copy_and_resolve_references()
+  c.update(source="tfds", tfds_name="tiny_shakespeare", tfds_data_dir=str(tmp_path))
+  with pytest.raises(ValueError, match="tfds_name"):
+    next(pipeline.train_iterator(c, env[1], batch_size=8))
