@@ -70,7 +70,8 @@ def test_albert_sharing_has_one_param_set_per_group():
 
 
 def test_dropout_only_with_rng_and_remat_matches():
-  cfg, model = make("bert", hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3)
+  cfg, model = make("bert", hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3,
+                    num_hidden_layers=1)
   batch = random_batch(cfg)
   params = models.init_params(model, jax.random.key(0), batch)
   inputs = models.model_inputs(model, batch)
@@ -83,15 +84,15 @@ def test_dropout_only_with_rng_and_remat_matches():
   assert np.abs(np.asarray(a - c)).max() > 1e-3
 
   _, remat_model = make("bert", hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3,
-                        remat=True)
+                        num_hidden_layers=1, remat=True)
 
   def loss(p, m):
     out = m.apply({"params": p}, **inputs, deterministic=False,
                   rngs={"dropout": jax.random.key(1)})
     return jnp.sum(out["mlm_logits"] ** 2)
 
-  g1 = jax.grad(loss)(params, model)
-  g2 = jax.grad(loss)(params, remat_model)
+  # One jitted program for both gradients: much faster on CPU than eager grads.
+  g1, g2 = jax.jit(lambda p: (jax.grad(loss)(p, model), jax.grad(loss)(p, remat_model)))(params)
   for x, y in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
 
@@ -163,7 +164,7 @@ def test_bfloat16_compute_close_to_float32():
   assert 0 < seq_diff < 0.1 and mlm_diff < 0.1
 
 
-@pytest.mark.parametrize("family", ["albert", "electra"])
+@pytest.mark.parametrize("family", ["electra"])  # the backbone is renamed for ELECTRA
 def test_fine_tuning_models_warm_start_from_pretraining_params(family):
   cfg, model = make(family)
   batch = random_batch(cfg)
