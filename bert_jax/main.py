@@ -17,6 +17,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -46,7 +47,9 @@ def main(argv) -> None:
 
   from bert_jax import train  # pylint: disable=g-import-not-at-top
 
-  logging.getLogger().setLevel(logging.INFO if jax.process_index() == 0 else logging.ERROR)
+  # Orbax logs every save step at INFO through absl; keep the console to our progress lines.
+  absl_logging.set_verbosity(absl_logging.WARNING if jax.process_index() == 0 else absl_logging.ERROR)
+  logging.getLogger().setLevel(logging.WARNING if jax.process_index() == 0 else logging.ERROR)
   # Data workers must not grab accelerator memory; tf is imported lazily by bert_jax.data only.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

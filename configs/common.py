@@ -157,6 +157,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.grad_accum_steps = 1       # micro-batches per step (batch_size must divide)
   c.train.num_steps = 1_000_000
   c.train.max_consecutive_nonfinite = 10  # stop (keeping the last good checkpoint) after this many
+  # Stop (with a checkpoint) after this many steps in THIS process, then resume by re-running:
+  # for time-boxed queues and the resume tests. 0: run to num_steps.
+  c.train.halt_after_steps = 0
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "bert_adamw"    # adamw | bert_adamw (no bias correction) | lamb
