@@ -105,6 +105,32 @@ def attention_mask(input_mask: Array, segment_ids: Array | None) -> Array:
   return keys & ((q == k) | (q == 0))
 
 
+class Embed(nn.Module):
+  """A lookup table [num, features] with logical names (param name "embedding")."""
+  cfg: ModelConfig
+  num: int
+  axes: tuple[str, str]
+
+  def setup(self):
+    self.embedding = self.param(
+        "embedding", nn.with_logical_partitioning(
+            nn.initializers.truncated_normal(self.cfg.initializer_range), self.axes),
+        (self.num, self.cfg.emb_size), jnp.float32)
+
+  def __call__(self, ids: Array) -> Array:
+    # Keep only the row (vocab) sharding for the gather: a gather from a table sharded on its
+    # width makes XLA reshard the [B, L, E] result inefficiently ("involuntary full
+    # rematerialization") under the fsdp presets; a row-sharded gather is a masked local
+    # lookup plus an all-reduce.
+    table = nn.with_logical_constraint(self.embedding, (self.axes[0], None))
+    return jnp.take(table, ids, axis=0).astype(dtype_of(self.cfg))
+
+  def attend(self, x: Array) -> Array:
+    """x @ table.T: [..., E] -> [..., num] (the tied MLM decoder)."""
+    dtype = dtype_of(self.cfg)
+    return jnp.dot(x.astype(dtype), self.embedding.astype(dtype).T)
+
+
 class Embeddings(nn.Module):
   """Word + position + token-type embeddings, LayerNorm, dropout (width E)."""
   cfg: ModelConfig
@@ -114,15 +140,9 @@ class Embeddings(nn.Module):
     # With a projection E -> H the table width is its own logical axis.
     width = "embed" if cfg.family == "bert" else EMB_AXIS
     self.width_axis = width
-    init = lambda axes: nn.with_logical_partitioning(  # noqa: E731
-        nn.initializers.truncated_normal(cfg.initializer_range), axes)
-    emb = functools.partial(nn.Embed, features=cfg.emb_size, dtype=dtype_of(cfg),
-                            param_dtype=jnp.float32)
-    self.word_embeddings = emb(cfg.vocab_size, embedding_init=init(("vocab", width)))
-    self.position_embeddings = emb(cfg.max_position_embeddings,
-                                   embedding_init=init(("position", width)))
-    self.token_type_embeddings = emb(cfg.type_vocab_size,
-                                     embedding_init=init(("type_vocab", width)))
+    self.word_embeddings = Embed(cfg, cfg.vocab_size, ("vocab", width))
+    self.position_embeddings = Embed(cfg, cfg.max_position_embeddings, ("position", width))
+    self.token_type_embeddings = Embed(cfg, cfg.type_vocab_size, ("type_vocab", width))
     self.LayerNorm = layer_norm(cfg, width, "LayerNorm")
     self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
