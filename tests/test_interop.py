@@ -5,8 +5,8 @@ parameter perturbed so LayerNorm scales/biases are not the trivial 1/0, inputs w
 and two segments. Nothing downloads: models are built in-process from configs.
 """
 
+import dataclasses
 import json
-import os
 
 import numpy as np
 import pytest
@@ -289,3 +289,11 @@ def test_minilm_real_checkpoint_matches_transformers():
   emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
   close(emb, ref["sentence_embedding"])
   assert x["input_ids"][0, :5].tolist() == [101, 7592, 2088, 999, 102]
+  # bfloat16 compute on real weights. Measured: max |diff| 0.039 on hidden states that reach
+  # 5.7 in magnitude (mean |diff| 0.004); sentence-embedding cosine > 0.9999.
+  bf16 = models.build(dataclasses.replace(cfg, dtype="bfloat16"))
+  h16 = np.asarray(bf16.apply({"params": params}, **x)["sequence_output"], np.float32)
+  assert np.abs((h16 - np.asarray(ours["sequence_output"])) * mask[..., None]).max() < 0.1
+  e16 = (h16 * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+  e16 /= np.linalg.norm(e16, axis=-1, keepdims=True)
+  assert np.all((e16 * emb).sum(-1) > 0.999)
