@@ -132,6 +132,13 @@ def test_bert_masked_lm_and_bare_model_import(tmp_path):
   np.testing.assert_array_equal(
       loaded["bert"]["embeddings"]["word_embeddings"]["embedding"],
       bare.embeddings.word_embeddings.weight.detach().numpy())
+  # Old-style pytorch_model.bin (transformers v5 only writes safetensors).
+  (tmp_path / "bin").mkdir()
+  torch.save(bare.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+  bare.config.to_json_file(tmp_path / "bin" / "config.json")
+  _, from_bin = hf.load_hf_checkpoint(str(tmp_path / "bin"))
+  for a, b in zip(*(sorted(hf._flatten(t).items()) for t in (loaded, from_bin))):  # pylint: disable=protected-access
+    assert a[0] == b[0] and np.array_equal(a[1], b[1])
 
 
 @pytest.mark.parametrize("layers,groups,inner", [(3, 1, 1), (4, 2, 2), (2, 2, 1)])
