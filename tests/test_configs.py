@@ -101,10 +101,12 @@ BASE = dict(family="bert", vocab_size=100, hidden_size=32, num_hidden_layers=4,
     (dict(dtype="float16"), "dtype"),
     (dict(hidden_dropout_prob=1.5), "hidden_dropout_prob"),
     (dict(layer_norm_eps=0.0), "layer_norm_eps"),
-    (dict(family="electra", generator_hidden_size=1.5), "generator_hidden_size"),
-    (dict(family="electra", generator_layers=0.0), "generator_layers"),
-    (dict(family="electra", generator_hidden_size=0.75, generator_num_attention_heads=5),
+    (dict(family="electra", use_pooler=False, generator_hidden_size=1.5),
      "generator_hidden_size"),
+    (dict(family="electra", use_pooler=False, generator_layers=0.0), "generator_layers"),
+    (dict(family="electra", use_pooler=True), "use_pooler"),
+    (dict(family="electra", use_pooler=False, generator_hidden_size=0.75,
+          generator_num_attention_heads=5), "generator_hidden_size"),
 ])
 def test_invalid_model_config_names_the_key(override, key):
   with pytest.raises(ValueError, match=rf"config\.model\.{key}="):

@@ -124,6 +124,15 @@ def test_bert_masked_lm_and_bare_model_import(tmp_path):
   # All positions (fill-mask): masked_lm_positions=None gives [B, L, V].
   full = model.apply({"params": params}, **dict(x, masked_lm_positions=None))["mlm_logits"]
   close(full, logits)
+  # Without pooler (no sentence task) the export is a BertForMaskedLM with nothing missing.
+  nopool = dataclasses.replace(cfg, use_pooler=False)
+  trimmed = {"bert": {"embeddings": params["bert"]["embeddings"], "encoder": {
+      k: v for k, v in params["bert"]["encoder"].items() if k != "pooler"}}, "mlm": params["mlm"]}
+  (out,) = hf.export_hf(nopool, trimmed, str(tmp_path / "nopool"))
+  back, loading = transformers.BertForMaskedLM.from_pretrained(out, output_loading_info=True)
+  assert not loading["missing_keys"] and not loading["unexpected_keys"], loading
+  with torch.no_grad():
+    close(back.eval()(**torch_inputs(x)).logits, logits)
 
   bare = perturbed(transformers.BertModel(hfc))
   bare.save_pretrained(tmp_path / "bare")

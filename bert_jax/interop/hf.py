@@ -117,11 +117,13 @@ def name_map(cfg: ModelConfig, part: str, prefix: str | None = None) -> list[Ent
     out = _embeddings(hf("embeddings"), ("bert", "embeddings"))
     out += _encoder(cfg, p, ("bert", "encoder"), "")
     out = [dataclasses.replace(e, hf_key=e.hf_key.lstrip(".")) for e in out]
-    out += _linear(hf("pooler.dense"), ("bert", "encoder", "pooler"))
+    if cfg.use_pooler:
+      out += _linear(hf("pooler.dense"), ("bert", "encoder", "pooler"))
     out += _linear("cls.predictions.transform.dense", ("mlm", "transform"))
     out += _norm("cls.predictions.transform.LayerNorm", ("mlm", "transform_LayerNorm"))
     out += [Entry(("mlm", "bias"), "cls.predictions.bias", "copy")]
-    out += _linear("cls.seq_relationship", ("sentence", "dense"))
+    if cfg.use_pooler:
+      out += _linear("cls.seq_relationship", ("sentence", "dense"))
     return out
   if part == "albert":
     p = "albert" if prefix is None else prefix
@@ -129,11 +131,13 @@ def name_map(cfg: ModelConfig, part: str, prefix: str | None = None) -> list[Ent
     out = _embeddings(hf("embeddings"), ("bert", "embeddings"))
     out += [dataclasses.replace(e, hf_key=e.hf_key.lstrip(".")) for e in _encoder(
         cfg, p, ("bert", "encoder"), hf("encoder.embedding_hidden_mapping_in"))]
-    out += _linear(hf("pooler"), ("bert", "encoder", "pooler"))
+    if cfg.use_pooler:
+      out += _linear(hf("pooler"), ("bert", "encoder", "pooler"))
     out += _linear("predictions.dense", ("mlm", "transform"))
     out += _norm("predictions.LayerNorm", ("mlm", "transform_LayerNorm"))
     out += [Entry(("mlm", "bias"), "predictions.bias", "copy")]
-    out += _linear("sop_classifier.classifier", ("sentence", "dense"))
+    if cfg.use_pooler:
+      out += _linear("sop_classifier.classifier", ("sentence", "dense"))
     return out
   if part in ("electra", "generator"):
     p = "electra" if prefix is None else prefix
@@ -265,7 +269,10 @@ def config_to_hf(cfg: ModelConfig, part: str) -> dict[str, Any]:
   """config.json for the HF model of `part` (bert | albert | electra | generator)."""
   sub = config_lib.generator_config(cfg) if part == "generator" else cfg
   out = {k: getattr(sub, k) for k in _COMMON_KEYS}
-  out.update(architectures=[ARCHITECTURES[part]], model_type=cfg.family, pad_token_id=0,
+  arch = ARCHITECTURES[part]
+  if not cfg.use_pooler and part in ("bert", "albert"):
+    arch = arch.replace("ForPreTraining", "ForMaskedLM")  # no pooler, no sentence head
+  out.update(architectures=[arch], model_type=cfg.family, pad_token_id=0,
              position_embedding_type="absolute", tie_word_embeddings=True, dtype="float32")
   if cfg.family == "albert":
     out.update(embedding_size=cfg.emb_size, num_hidden_groups=cfg.num_groups,

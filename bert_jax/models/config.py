@@ -117,6 +117,8 @@ def validate(cfg: Any) -> ModelConfig:
   if c.dtype not in DTYPES:
     bad("dtype", f"must be one of {DTYPES}.")
   if c.family == "electra":
+    if c.use_pooler:
+      bad("use_pooler", "ELECTRA has no pooler (HF ElectraModel); set it to False.")
     if not 0 < c.generator_hidden_size <= 1:
       bad("generator_hidden_size", "must be a fraction in (0, 1] of hidden_size.")
     if not 0 < c.generator_layers <= 1:
