@@ -5,7 +5,14 @@
   dummy_batch(model_config, batch_size, seq_len, max_predictions) -> dict of numpy arrays
   init_params(model, rng, batch) -> plain float32 params pytree
   logical_specs(model, batch) -> same pytree of logical PartitionSpecs (nothing allocated)
+  abstract_params(model, batch) -> ShapeDtypeStructs of the params; param_count(tree) -> int
+  model_inputs(model, batch) -> the batch keys the model's __call__ takes
   backbone_params(params) -> {"bert": {...}} of any pretraining model, for the fine-tuning models
+
+Logical axis names: "embed" is the residual width H; "hidden" any other width-sized axis (the
+factorised embedding E of ALBERT/ELECTRA, pooler / MLM-transform / discriminator-head
+outputs); "heads", "kv" (head dim), "mlp", "vocab", "position", "type_vocab", "classes";
+activations use "batch", "length". HF checkpoints: bert_jax.interop.hf.
 """
 
 from __future__ import annotations
