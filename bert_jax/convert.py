@@ -13,7 +13,8 @@ initialised and listed in conversion_info.json.
 Our format, <out_dir>/:
   model_config.json       the config.model keys (configs/common.py::model_config)
   params.safetensors      float32 params of the pretraining model (models.build), keyed by
-                          "/"-joined param paths, e.g. "bert/encoder/group_0_layer_0/attention/query/kernel"
+                          "/"-joined param paths, e.g.
+                          "bert/encoder/group_0_layer_0/attention/query/kernel"
   conversion_info.json    source, unused HF tensors, freshly initialised params
   vocab.txt, spiece.model, tokenizer*.json   copied from the HF directory when present
 

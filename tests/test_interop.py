@@ -146,7 +146,8 @@ def test_bert_masked_lm_and_bare_model_import(tmp_path):
   torch.save(bare.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
   bare.config.to_json_file(tmp_path / "bin" / "config.json")
   _, from_bin = hf.load_hf_checkpoint(str(tmp_path / "bin"))
-  for a, b in zip(*(sorted(hf._flatten(t).items()) for t in (loaded, from_bin))):  # pylint: disable=protected-access
+  flat = lambda t: sorted(hf._flatten(t).items())  # noqa: E731  pylint: disable=protected-access
+  for a, b in zip(flat(loaded), flat(from_bin)):
     assert a[0] == b[0] and np.array_equal(a[1], b[1])
 
 
