@@ -329,3 +329,25 @@ def test_warm_start_from_hf_directory_loads_every_tensor(tmp_path):
   got = train.warm_start_params(config, fresh)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_albert_masked_lm_and_bare_model_import(tmp_path):
+  hfc = transformers.AlbertConfig(
+      vocab_size=V, embedding_size=10, hidden_size=30, num_hidden_layers=2,
+      num_attention_heads=5, intermediate_size=37, max_position_embeddings=40,
+      hidden_act="gelu_new", attn_implementation="eager")
+  mlm = perturbed(transformers.AlbertForMaskedLM(hfc))
+  mlm.save_pretrained(tmp_path / "mlm")
+  cfg, params, info = hf.import_hf(str(tmp_path / "mlm"))
+  assert info["unused"] == [] and all(
+      k.startswith(("bert/encoder/pooler", "sentence")) for k in info["initialized"])
+  x = make_inputs(6)
+  with torch.no_grad():
+    logits = mlm(**torch_inputs(x)).logits.numpy()
+  close(models.build(cfg).apply({"params": params}, **x)["mlm_logits"],
+        gather(logits, x["masked_lm_positions"]))
+  bare = perturbed(transformers.AlbertModel(hfc))
+  bare.save_pretrained(tmp_path / "bare")
+  _, loaded = hf.load_hf_checkpoint(str(tmp_path / "bare"))
+  np.testing.assert_array_equal(loaded["bert"]["encoder"]["pooler"]["kernel"],
+                                bare.pooler.weight.detach().numpy().T)
