@@ -2,7 +2,7 @@
 
 A `TokenizedCorpus` holds documents as flat int32 tokens with sentence and document
 offsets. `build_rows` turns a set of documents into fixed-length rows for one epoch:
-every random draw uses a numpy Generator keyed by (seed, epoch, global document id),
+every random draw uses a generator keyed by (seed, epoch, global document id),
 so rows do not depend on host count or on other documents' draws (except the
 random-next document of NSP, drawn from the same document set).
 
@@ -23,6 +23,7 @@ Instance kinds (config.data.instances):
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -115,122 +116,160 @@ class Specials:
   pad_id: int
 
 
-def _truncate_pair(a: list, b: list, max_tokens: int, rng) -> None:
-  """The reference's truncate_seq_pair: trim the longer side, randomly front or back."""
-  while len(a) + len(b) > max_tokens:
-    t = a if len(a) > len(b) else b
-    if rng.random() < 0.5:
-      del t[0]
-    else:
-      t.pop()
+# Instances are token ranges of the flat corpus: (a0, a1, b0, b1, label), b empty when
+# b0 == b1. Consecutive sentences of a document are contiguous, so A and B are ranges and
+# no token is touched in Python; rows are filled by vectorized gathers at the end.
 
 
-def _split_long(doc: list[np.ndarray], max_len: int, stats: dict) -> list[np.ndarray]:
-  out = []
-  for s in doc:
-    if len(s) > max_len:
-      stats["split_long_sentences"] = stats.get("split_long_sentences", 0) + 1
-      out.extend(s[i:i + max_len] for i in range(0, len(s), max_len))
-    else:
-      out.append(s)
-  return out
+def _truncate_pair(a0, a1, b0, b1, max_tokens, rng):
+  """The reference's truncate_seq_pair in closed form: trim the longer side one token at a
+  time (ties trim B), each token from the front or the back with probability 1/2."""
+  la, lb = a1 - a0, b1 - b0
+  excess = la + lb - max_tokens
+  if excess <= 0:
+    return a0, a1, b0, b1
+  if abs(la - lb) >= excess:
+    na, nb = (la - excess, lb) if la > lb else (la, lb - excess)
+  else:
+    na, nb = (max_tokens + 1) // 2, max_tokens // 2
+  ka, kb = la - na, lb - nb
+  # Binomial(k, 1/2) front removals: the number of set bits among k random bits.
+  fa = bin(rng.getrandbits(ka)).count("1") if ka else 0
+  fb = bin(rng.getrandbits(kb)).count("1") if kb else 0
+  return a0 + fa, a1 - (ka - fa), b0 + fb, b1 - (kb - fb)
 
 
-def _pair_instances(corpus, i, doc, kind, max_seq_length, short_seq_prob, rng, stats):
-  """BERT NSP / ALBERT SOP instances of one document: list of (a, b, label)."""
+def _split_offsets(corpus, max_len, stats):
+  """Sentence offsets (python list) with sentences over max_len cut into pieces, and the
+  per-document index into them (python list)."""
+  o = corpus.sent_offsets
+  lens = np.diff(o)
+  pieces = np.maximum(1, -(-lens // max_len))  # ceil; empty sentences keep one piece
+  if (pieces > 1).any():
+    stats["split_long_sentences"] = stats.get("split_long_sentences", 0) + int((pieces > 1).sum())
+    k = np.repeat(np.arange(len(lens)), pieces)
+    within = np.arange(len(k)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+    o = np.concatenate([o[:-1][k] + within * max_len, o[-1:]])
+    first = np.concatenate([[0], np.cumsum(pieces)])
+    docs = first[corpus.doc_offsets]
+  else:
+    docs = corpus.doc_offsets
+  return o.tolist(), docs.tolist()
+
+
+def _rng(seed: int, epoch: int, doc_id: int) -> random.Random:
+  # Python's Random: seeding and scalar draws are ~10x cheaper than numpy Generators here.
+  # The key is mixed into 64 bits (seeding cost grows with the key's size).
+  k = (seed * 0x9E3779B97F4A7C15 + epoch * 0xC2B2AE3D27D4EB4F + doc_id * 0x165667B19E3779F9)
+  return random.Random(k & 0xFFFFFFFFFFFFFFFF)
+
+
+def _randint(rng: random.Random, lo: int, hi: int) -> int:
+  """Uniform in [lo, hi) (bias below 2**-50; randrange's rejection loop is slower)."""
+  return lo + int(rng.random() * (hi - lo))
+
+
+def _pair_instances(corpus, i, o, kind, max_seq_length, short_seq_prob, rng, stats, out,
+                    bounds_of):
+  """BERT NSP / ALBERT SOP instances of one document (o: its sentence offsets)."""
   max_tokens = max_seq_length - 3
   target = max_tokens
   if rng.random() < short_seq_prob:
-    target = int(rng.integers(2, max_tokens + 1))
-  out = []
-  chunk, length, j = [], 0, 0
-  while j < len(doc):
-    chunk.append(doc[j])
-    length += len(doc[j])
-    if j == len(doc) - 1 or length >= target:
-      a_end = int(rng.integers(1, len(chunk))) if len(chunk) >= 2 else 1
-      a = [t for s in chunk[:a_end] for t in s.tolist()]
-      b: list = []
+    target = _randint(rng, 2, max_tokens + 1)
+  n_sent = len(o) - 1
+  first, j = 0, 0   # current chunk: sentences first..j
+  while j < n_sent:
+    length = o[j + 1] - o[first]
+    if j == n_sent - 1 or length >= target:
+      n_chunk = j + 1 - first
+      a_end = first + (_randint(rng, 1, n_chunk) if n_chunk >= 2 else 1)
+      a0, a1 = o[first], o[a_end]
+      b0 = b1 = o[a_end]
+      b0, b1 = o[a_end], o[j + 1]
       label = 0
-      split_inside = len(chunk) == 1 and len(a) >= 2
+      split_inside = n_chunk == 1 and a1 - a0 >= 2
       if split_inside:
         # One-sentence chunk: A and B are its two parts (the reference forces a random
         # B here, which pushes NSP labels well over 50% on long-sentence corpora).
-        cut = int(rng.integers(1, len(a)))
-        a, b = a[:cut], a[cut:]
-      if kind == "nsp" and ((len(chunk) == 1 and not split_inside) or rng.random() < 0.5):
-        b = []
+        cut = a0 + _randint(rng, 1, a1 - a0)
+        a1, b0, b1 = cut, cut, a1
+      if kind == "nsp" and ((n_chunk == 1 and not split_inside) or rng.random() < 0.5):
         label = 1
+        b0 = b1 = 0
         if corpus.num_docs > 1:
           for _ in range(10):
-            r = int(rng.integers(0, corpus.num_docs))
+            r = _randint(rng, 0, corpus.num_docs)
             if r != i:
               break
-          rdoc = corpus.document(r)
-          start = int(rng.integers(0, len(rdoc)))
-          for s in rdoc[start:]:
-            b.extend(s.tolist())
-            if len(b) >= target - len(a):
-              break
+          ro = bounds_of(r)
+          start = _randint(rng, 0, len(ro) - 1)
+          need = target - (a1 - a0)
+          k = start + 1
+          while k < len(ro) - 1 and ro[k] - ro[start] < need:
+            k += 1
+          b0, b1 = ro[start], ro[k]
         # Put the unused sentences back (the reference's rewind).
-        j -= len(chunk) - a_end
-      else:
         if not split_inside:
-          b = [t for s in chunk[a_end:] for t in s.tolist()]
-        if kind == "sop" and rng.random() < 0.5:
-          a, b, label = b, a, 1
-      _truncate_pair(a, b, max_tokens, rng)
-      if a and b:
-        out.append((a, b, label))
+          j = a_end - 1
+      elif kind == "sop" and rng.random() < 0.5:
+        a0, a1, b0, b1, label = b0, b1, a0, a1, 1
+      a0, a1, b0, b1 = _truncate_pair(a0, a1, b0, b1, max_tokens, rng)
+      if a1 > a0 and b1 > b0:
+        out.append((a0, a1, b0, b1, label))
       else:
         stats["skipped_chunks"] = stats.get("skipped_chunks", 0) + 1
-      chunk, length = [], 0
+      first = j + 1
     j += 1
-  return out
 
 
-def _segment_instances(doc, max_seq_length, rng):
-  """ELECTRA's ExampleBuilder on one document: list of (a, b, 0)."""
-  out = []
+def _segment_instances(o, max_seq_length, rng, out):
+  """ELECTRA's ExampleBuilder on one document. Once the second segment has started, later
+  sentences stay in it (the reference may move a short one back into the first)."""
   target = max_seq_length
-  sents, length = [], 0
+  first, n_sent = 0, len(o) - 1
 
-  def make():
+  def make(s_from, s_to):
     first_target = 100_000 if rng.random() < 0.1 else (target - 3) // 2
-    a, b = [], []
-    for s in sents:
-      s = s.tolist()
-      if (not a or len(a) + len(s) < first_target or
-          (not b and len(a) < first_target and rng.random() < 0.5)):
-        a += s
-      else:
-        b += s
-    a = a[:max_seq_length - 2]
-    b = b[:max(0, max_seq_length - len(a) - 3)]
-    return a, b, 0
+    cut = s_to
+    for k in range(s_from, s_to):
+      la = o[k] - o[s_from]
+      if not (la == 0 or la + o[k + 1] - o[k] < first_target or
+              (la < first_target and rng.random() < 0.5)):
+        cut = k
+        break
+    a0, a1 = o[s_from], min(o[cut], o[s_from] + max_seq_length - 2)
+    b0 = o[cut]
+    b1 = min(o[s_to], b0 + max(0, max_seq_length - (a1 - a0) - 3))
+    out.append((a0, a1, b0, b1 if b1 > b0 else b0, 0))
 
-  for s in doc:
-    sents.append(s)
-    length += len(s)
-    if length >= target:
-      out.append(make())
-      sents, length = [], 0
-      target = int(rng.integers(5, max_seq_length + 1)) if rng.random() < 0.05 else max_seq_length
-  if sents:
-    out.append(make())
-  return out
+  for j in range(n_sent):
+    if o[j + 1] - o[first] >= target:
+      make(first, j + 1)
+      first = j + 1
+      target = (_randint(rng, 5, max_seq_length + 1) if rng.random() < 0.05
+                else max_seq_length)
+  if first < n_sent:
+    make(first, n_sent)
 
 
-def _full_sentence_instances(doc, max_seq_length):
-  out, cur = [], []
-  for s in doc:
-    if cur and len(cur) + len(s) > max_seq_length - 2:
-      out.append((cur, [], 0))
-      cur = []
-    cur = cur + s.tolist()
-  if cur:
-    out.append((cur, [], 0))
-  return out
+def _full_sentence_instances(o, max_seq_length, out):
+  first = 0
+  for j in range(1, len(o) - 1):
+    if o[j + 1] - o[first] > max_seq_length - 2:
+      out.append((o[first], o[j], o[j], o[j], 0))
+      first = j
+  if len(o) > 1:
+    out.append((o[first], o[-1], o[-1], o[-1], 0))
+
+
+def _ranges(starts, lengths):
+  """Concatenated aranges [starts[i], starts[i] + lengths[i])."""
+  lengths = np.asarray(lengths, np.int64)
+  total = int(lengths.sum())
+  if total == 0:
+    return np.zeros([0], np.int64)
+  offs = np.cumsum(lengths) - lengths
+  return np.repeat(np.asarray(starts, np.int64) - offs, lengths) + np.arange(total)
 
 
 def build_rows(corpus: TokenizedCorpus, *, kind: str, max_seq_length: int,
@@ -241,50 +280,64 @@ def build_rows(corpus: TokenizedCorpus, *, kind: str, max_seq_length: int,
     raise ValueError(f"config.data.instances={kind!r}; choose one of {INSTANCE_KINDS}.")
   stats = stats if stats is not None else {}
   L = max_seq_length
-  insts = []
+  offsets, doc_first = _split_offsets(corpus, L - 3, stats)
+  bounds_of = lambda i: offsets[doc_first[i]:doc_first[i + 1] + 1]
+  insts: list[tuple] = []
   for i in range(corpus.num_docs):
-    rng = np.random.default_rng([seed, epoch, int(corpus.doc_ids[i])])
-    doc = _split_long(corpus.document(i), L - 3, stats)
+    o = bounds_of(i)
     if kind in ("nsp", "sop"):
-      insts.extend(_pair_instances(corpus, i, doc, kind, L, short_seq_prob, rng, stats))
+      rng = _rng(seed, epoch, int(corpus.doc_ids[i]))
+      _pair_instances(corpus, i, o, kind, L, short_seq_prob, rng, stats, insts, bounds_of)
     elif kind == "segments":
-      insts.extend(_segment_instances(doc, L, rng))
+      _segment_instances(o, L, _rng(seed, epoch, int(corpus.doc_ids[i])), insts)
     else:
-      insts.extend(_full_sentence_instances(doc, L))
+      _full_sentence_instances(o, L, insts)
+  inst = np.asarray(insts, np.int64).reshape(-1, 5)
+  a0, a1, b0, b1, label = inst.T
+  la, lb = a1 - a0, b1 - b0
+  hasb = lb > 0
+  n = la + 2 + np.where(hasb, lb + 1, 0)
   # Rows: each instance is [CLS] a [SEP] (b [SEP]); packing puts several in one row.
-  rows: list[list[tuple]] = []
-  used = L
-  for a, b, label in insts:
-    n = len(a) + 2 + (len(b) + 1 if b else 0)
-    if pack and rows and used + n <= L:
-      rows[-1].append((a, b, label))
-      used += n
-    else:
-      rows.append([(a, b, label)])
-      used = n
-  N = len(rows)
+  if pack:
+    row = np.zeros(len(n), np.int64)
+    off = np.zeros(len(n), np.int64)
+    k_in_row = np.zeros(len(n), np.int64)
+    r, used, k = -1, L, 0
+    for t, m in enumerate(n.tolist()):
+      if used + m > L:
+        r, used, k = r + 1, 0, 0
+      row[t], off[t], k_in_row[t] = r, used, k
+      used += m
+      k += 1
+    N = r + 1
+  else:
+    row, off, k_in_row = np.arange(len(n)), np.zeros(len(n), np.int64), np.zeros(len(n), np.int64)
+    N = len(n)
   out = {k: np.zeros([N, L], np.int32) for k in
          ("input_ids", "input_mask", "token_type_ids", "segment_ids", "position_ids")}
-  out["input_ids"][:] = specials.pad_id
-  out["next_sentence_labels"] = np.zeros([N], np.int32)
-  for r, row in enumerate(rows):
-    p = 0
-    for k, (a, b, label) in enumerate(row):
-      toks = [specials.cls_id] + a + [specials.sep_id]
-      types = [0] * len(toks)
-      if b:
-        toks += b + [specials.sep_id]
-        types += [1] * (len(b) + 1)
-      n = len(toks)
-      out["input_ids"][r, p:p + n] = toks
-      out["token_type_ids"][r, p:p + n] = types
-      out["segment_ids"][r, p:p + n] = k + 1
-      out["position_ids"][r, p:p + n] = np.arange(n)
-      out["next_sentence_labels"][r] = label
-      p += n
-    out["input_mask"][r, :p] = 1
-  if not pack:
+  ids = out["input_ids"]
+  ids[:] = specials.pad_id
+  # Token ranges -> row cells, all at once.
+  ids[row, off] = specials.cls_id
+  ra = np.repeat(row, la)
+  ids[ra, _ranges(off + 1, la)] = corpus.tokens[_ranges(a0, la)]
+  ids[row, off + 1 + la] = specials.sep_id
+  rb = np.repeat(row, lb)
+  cb = _ranges(off + 2 + la, lb)
+  ids[rb, cb] = corpus.tokens[_ranges(b0, lb)]
+  out["token_type_ids"][rb, cb] = 1
+  ids[row[hasb], (off + 2 + la + lb)[hasb]] = specials.sep_id
+  out["token_type_ids"][row[hasb], (off + 2 + la + lb)[hasb]] = 1
+  rn, cn = np.repeat(row, n), _ranges(off, n)
+  out["input_mask"][rn, cn] = 1
+  out["segment_ids"][rn, cn] = np.repeat(k_in_row + 1, n)
+  if pack:
+    out["position_ids"][rn, cn] = cn - np.repeat(off, n)
+  else:
     out["position_ids"][:] = np.arange(L)[None, :]
+  labels = np.zeros([N], np.int32)
+  labels[row] = label  # one label per row (packing is refused for nsp/sop)
+  out["next_sentence_labels"] = labels
   stats["rows"] = stats.get("rows", 0) + N
-  stats["instances"] = stats.get("instances", 0) + len(insts)
+  stats["instances"] = stats.get("instances", 0) + len(n)
   return out

@@ -26,7 +26,7 @@ import tensorflow as tf
 STRATEGIES = ("token", "whole_word", "ngram", "span", "electra")
 
 # Streams of the hash RNG (any distinct constants).
-_S_SCORE, _S_REPLACE, _S_RANDOM_ID, _S_START, _S_LENGTH = 1, 2, 3, 1000, 500_000
+_S_SCORE, _S_REPLACE, _S_START, _S_LENGTH = 1, 2, 1000, 500_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,11 +121,17 @@ def _fmix(x):
   return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
 
 
-def uniform(keys, stream, n: int):
-  """[B, n] float32 uniforms in [0, 1) keyed by (keys[b] (uint32), stream, column)."""
+def hash_bits(keys, stream, n: int):
+  """[B, n] uint32 hashes of (keys[b] (uint32), stream, column)."""
   stream = tf.cast(stream, tf.uint32)
   col = tf.cast(tf.range(n), tf.uint32) * tf.constant(0x9E3779B9, tf.uint32)
-  h = _fmix(keys[:, None] ^ _fmix(col[None, :] + stream * tf.constant(0x632BE5AB, tf.uint32)))
+  # The inner mix is a constant when stream is a Python int (folded by the graph).
+  return _fmix(keys[:, None] ^ _fmix(col[None, :] + stream * tf.constant(0x632BE5AB, tf.uint32)))
+
+
+def uniform(keys, stream, n: int):
+  """[B, n] float32 uniforms in [0, 1) keyed by (keys[b] (uint32), stream, column)."""
+  h = hash_bits(keys, stream, n)
   return tf.cast(tf.bitwise.right_shift(h, 8), tf.float32) * (1.0 / (1 << 24))
 
 
@@ -165,12 +171,20 @@ def _word_ids(spec: MaskingSpec, ids, cand):
 
 
 def _select_tokens(spec, keys, cand, budget):
+  """The first `budget` maskable tokens in a random order: [B, P] positions and validity."""
   L = cand.shape[1]
-  score = tf.where(cand, uniform(keys, _S_SCORE, L), -1.0)
+  pos_bits = max(1, int(np.ceil(np.log2(L))))
+  # Unique int32 scores (random high bits, position low bits): no ties at the threshold.
+  h = tf.bitwise.right_shift(hash_bits(keys, _S_SCORE, L), pos_bits + 1)
+  score = tf.bitwise.bitwise_or(tf.bitwise.left_shift(tf.cast(h, tf.int32), pos_bits),
+                                tf.range(L)[None, :])
+  score = tf.where(cand, score, -1)
   vals, idx = tf.math.top_k(score, k=spec.max_predictions, sorted=True)
   ok = (tf.range(spec.max_predictions)[None, :] < budget[:, None]) & (vals >= 0)
-  hit = tf.one_hot(idx, L, on_value=True, off_value=False, dtype=tf.bool) & ok[:, :, None]
-  return tf.reduce_any(hit, axis=1)
+  # Selected tokens: scores at or above the budget-th best (scores are unique).
+  kth = tf.gather(vals, tf.maximum(budget - 1, 0), batch_dims=1)
+  selected = cand & (score >= kth[:, None]) & (budget > 0)[:, None]
+  return idx, ok, selected
 
 
 def _select_whole_words(spec, keys, cand, wid, budget, passes: int = 3):
@@ -266,29 +280,34 @@ def mask_batch(spec: MaskingSpec, batch: dict, keys) -> dict:
   ids = batch["input_ids"]
   L = ids.shape[1]
   P = spec.max_predictions
-  is_special = tf.reduce_any(ids[:, :, None] == tf.constant(spec.special_ids)[None, None, :],
-                             axis=2)
+  special_table = np.zeros(len(spec.is_word_start), bool)
+  special_table[list(spec.special_ids)] = True
+  is_special = tf.gather(tf.constant(special_table), ids)
   cand = (batch["input_mask"] > 0) & ~is_special
   budget = _budget(spec, tf.reduce_sum(tf.cast(cand, tf.int32), axis=1))
   out = dict(batch)
   if spec.strategy in ("token", "electra"):
-    selected = _select_tokens(spec, keys, cand, budget)
+    idx, ok, selected = _select_tokens(spec, keys, cand, budget)
+    positions = tf.sort(tf.where(ok, idx, L), axis=1)
   else:
     wid = _word_ids(spec, ids, cand)
     if spec.strategy == "whole_word":
       selected = _select_whole_words(spec, keys, cand, wid, budget)
     else:
       selected, out["span_length_hist"] = _select_spans(spec, keys, cand, wid, budget)
-  # Positions in increasing order, padded with 0 (as the reference writes them).
-  pos = tf.range(L)[None, :]
-  order_key = tf.where(selected, pos, L + pos)
-  neg, _ = tf.math.top_k(-order_key, k=P, sorted=True)
-  positions = -neg
+    # Positions in increasing order (selected never holds more than P tokens).
+    order_key = tf.where(selected, tf.range(L)[None, :], L)
+    positions = tf.sort(order_key, axis=1)[:, :P]
   weights = positions < L
   positions = tf.where(weights, positions, 0)
-  u = uniform(keys, _S_REPLACE, L)
-  rand_idx = tf.cast(uniform(keys, _S_RANDOM_ID, L) * len(spec.random_ids), tf.int32)
-  rand_ids = tf.gather(tf.constant(spec.random_ids), tf.minimum(rand_idx, len(spec.random_ids) - 1))
+  # One hash per token decides both the replacement (high 12 bits) and the random id
+  # (low 20 bits), which are independent bit fields.
+  h = hash_bits(keys, _S_REPLACE, L)
+  u = tf.cast(tf.bitwise.right_shift(h, 20), tf.float32) * (1.0 / (1 << 12))
+  n_rand = len(spec.random_ids)
+  low = tf.cast(tf.bitwise.bitwise_and(h, 0xFFFFF), tf.int64)
+  rand_ids = tf.gather(tf.constant(spec.random_ids),
+                       tf.cast(tf.bitwise.right_shift(low * n_rand, 20), tf.int32))
   new_ids = tf.where(selected & (u < spec.mask_prob), spec.mask_id, ids)
   new_ids = tf.where(selected & (u >= spec.mask_prob) & (u < spec.mask_prob + spec.random_prob),
                      rand_ids, new_ids)

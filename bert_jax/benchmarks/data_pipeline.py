@@ -1,0 +1,131 @@
+r"""Input pipeline throughput after tokenization, vs HF DataCollatorForLanguageModeling.
+
+  python -m bert_jax.benchmarks.data_pipeline            # builtin corpus, lengths 128 and 512
+  python -m bert_jax.benchmarks.data_pipeline --text_glob='../shared/data/wikitext-2-raw/*.raw'
+
+Ours ("bert_jax"): rows from the tokenized corpus (NSP instance building, shuffling,
+batching) + masking in TF + numpy output, i.e. everything after tokenization, timed over
+several epochs' worth of batches (instance building of new epochs included).
+HF: DataCollatorForLanguageModeling (mlm_probability 0.15, 80/10/10, PyTorch) called on
+the same rows' token ids as lists (its usual input): it pads, builds the special-token
+mask and masks, nothing else. "HF core" calls torch_mask_tokens on an already padded
+tensor with a precomputed special-token mask (the collator's vectorized core alone).
+transformers is a test/benchmark dependency only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "configs"))
+
+
+def _config(args, length: int, masking: str):
+  import common  # pylint: disable=g-import-not-at-top
+  c = common.data_config(max_seq_length=length, max_predictions_per_seq=round(length * 0.15 + 0.5),
+                         masking=masking, instances=args.instances)
+  c.tokenizer.vocab_size = args.vocab_size
+  c.tokenizer.train_sentences = 50_000
+  if args.text_glob:
+    c.update(source="text", text_glob=args.text_glob, text_format=args.text_format)
+  return c
+
+
+def _rate(it, batch_size, seconds, warmup=3):
+  for _ in range(warmup):
+    next(it)
+  n, t0 = 0, time.perf_counter()
+  while time.perf_counter() - t0 < seconds:
+    next(it)
+    n += 1
+  return n * batch_size / (time.perf_counter() - t0)
+
+
+def _hf(tok, rows, batch_size, seconds):
+  import torch  # pylint: disable=g-import-not-at-top
+  import tokenizers as hf_tokenizers  # pylint: disable=g-import-not-at-top
+  from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerFast  # pylint: disable=g-import-not-at-top
+  vocab = {tok.sp.id_to_piece(i): i for i in range(tok.vocab_size)}
+  core = hf_tokenizers.Tokenizer(hf_tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+  hf_tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+  collator = DataCollatorForLanguageModeling(hf_tok, mlm_probability=0.15)
+  lists = [r[m > 0].tolist() for r, m in zip(rows["input_ids"], rows["input_mask"])]
+  batches = [lists[i:i + batch_size] for i in range(0, len(lists) - batch_size + 1, batch_size)]
+
+  def loop(fn):
+    for b in batches[:2]:
+      fn(b)
+    n, t0 = 0, time.perf_counter()
+    for b in itertools.cycle(batches):
+      fn(b)
+      n += 1
+      if time.perf_counter() - t0 > seconds:
+        break
+    return n * batch_size / (time.perf_counter() - t0)
+
+  collate = loop(collator)
+  padded = [(torch.tensor(rows["input_ids"][i:i + batch_size], dtype=torch.long),
+             torch.tensor(np.isin(rows["input_ids"][i:i + batch_size], tok.special_ids)))
+            for i in range(0, len(lists) - batch_size + 1, batch_size)]
+  it = itertools.cycle(padded)
+  core_rate = loop(lambda _: collator.torch_mask_tokens(next(it)[0].clone(), next(it)[1]))
+  return collate, core_rate
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--workdir", default=str(ROOT / "runs" / "bench_data"))
+  p.add_argument("--text_glob", default="")
+  p.add_argument("--text_format", default="document_per_line")
+  p.add_argument("--instances", default="nsp")
+  p.add_argument("--lengths", default="128,512")
+  p.add_argument("--batch_size", type=int, default=256)
+  p.add_argument("--maskings", default="token,whole_word,span")
+  p.add_argument("--vocab_size", type=int, default=8000)
+  p.add_argument("--seconds", type=float, default=8.0)
+  args = p.parse_args(argv)
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from bert_jax.data import instances as inst_lib  # pylint: disable=g-import-not-at-top
+  from bert_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
+
+  results = []
+  for length in (int(x) for x in args.lengths.split(",")):
+    base = _config(args, length, "token")
+    tok = tokenizers.build_or_load(base, args.workdir, process_index=0)
+    corpus = pipeline.load_corpus(base, tok, "train", 0, 1)  # tokenize (cached) before timing
+    for masking in args.maskings.split(","):
+      c = _config(args, length, masking)
+      it = pipeline.train_iterator(c, tok, batch_size=args.batch_size)
+      rate = _rate(it, args.batch_size, args.seconds)
+      results.append((length, f"bert_jax {args.instances} + {masking}", rate))
+      print(f"L={length} {masking}: {rate:,.0f} seq/s", flush=True)
+    rows = inst_lib.build_rows(corpus, kind=args.instances, max_seq_length=length,
+                               short_seq_prob=base.short_seq_prob, pack=False,
+                               specials=inst_lib.Specials(tok.cls_id, tok.sep_id, tok.pad_id),
+                               seed=0, epoch=0)
+    collate, core = _hf(tok, rows, args.batch_size, args.seconds)
+    results.append((length, "HF DataCollatorForLanguageModeling (lists of ids)", collate))
+    results.append((length, "HF torch_mask_tokens only (padded tensor + special mask)", core))
+    print(f"L={length} HF collator: {collate:,.0f} seq/s, core: {core:,.0f} seq/s", flush=True)
+
+  print(f"\nbatch {args.batch_size}, {os.cpu_count()} CPU cores, "
+        f"corpus: {args.text_glob or 'builtin'}\n")
+  print("| length | pipeline | sequences/s | vs HF collator |")
+  print("|---:|---|---:|---:|")
+  for length, name, rate in results:
+    ref = next(r for l, n, r in results if l == length and n.startswith("HF DataCollator"))
+    print(f"| {length} | {name} | {rate:,.0f} | {rate / ref:.1f}x |")
+
+
+if __name__ == "__main__":
+  main()
