@@ -227,7 +227,10 @@ def test_electra_export_of_fresh_params_loads_in_transformers(tmp_path):
   cfg = models.validate(ELECTRA)
   model = models.build(cfg)
   x = make_inputs(4)
-  params = models.init_params(model, jax.random.key(3), x)
+  # Random values for every leaf (numpy: an eager Flax init is slow on CPU), no trivial 0/1.
+  rng = np.random.default_rng(3)
+  params = jax.tree.map(
+      lambda a: rng.normal(0, 0.1, a.shape).astype(np.float32), models.abstract_params(model, x))
   hf.export_hf(cfg, params, str(tmp_path / "out"))
   with open(tmp_path / "out" / "config.json") as f:
     assert json.load(f)["architectures"] == ["ElectraForPreTraining"]
