@@ -70,7 +70,8 @@ class PretrainingModel(_ConfigMixin, nn.Module):
     self.bert = BertModel(self.config, name="bert")
     self.mlm = heads.MLMHead(self.config)
     if self.config.use_pooler:
-      self.sentence = heads.Classifier(self.config, 2)
+      # The reference NSP/SOP heads (google-research/bert, albert) apply no dropout.
+      self.sentence = heads.Classifier(self.config, 2, dropout_rate=0.0)
 
   def __call__(self, input_ids, input_mask, token_type_ids=None, masked_lm_positions=None,
                segment_ids=None, position_ids=None, deterministic: bool = True):
@@ -80,8 +81,6 @@ class PretrainingModel(_ConfigMixin, nn.Module):
                           self.bert.embeddings)
     sentence_logits = None
     if self.config.use_pooler:
-      # HF NSP/SOP heads put dropout before the classifier; BERT's has none, it is a no-op
-      # in eval (the parity tests) and a small regulariser in training.
       sentence_logits = self.sentence(pooled, deterministic)
     return {"sequence_output": seq, "pooled_output": pooled, "mlm_logits": mlm_logits,
             "sentence_logits": sentence_logits}

@@ -43,10 +43,12 @@ class Classifier(nn.Module):
   """Dropout then dense to `num_labels` (NSP/SOP head with 2 labels, fine-tuning heads)."""
   cfg: ModelConfig
   num_labels: int
+  dropout_rate: float | None = None   # None: hidden_dropout_prob
 
   @nn.compact
   def __call__(self, x: Array, deterministic: bool = True) -> Array:
-    x = nn.Dropout(self.cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+    rate = self.cfg.hidden_dropout_prob if self.dropout_rate is None else self.dropout_rate
+    x = nn.Dropout(rate)(x, deterministic=deterministic)
     logits = layers.dense(self.cfg, self.num_labels, ("embed", "classes"), "dense")(x)
     return logits.astype(jnp.float32)
 
