@@ -160,12 +160,12 @@ def make_inputs(config, workdir: str, start_batch: int):
 # ----------------------------------------------------------------------------------------------
 # Model, abstract state and shardings.
 # ----------------------------------------------------------------------------------------------
-def setup(config, mesh=None):
+def setup(config, mesh=None, devices=None):
   """Builds everything jittable: model, optimizer, shardings, init and step functions."""
   from bert_jax import models  # pylint: disable=g-import-not-at-top
 
   models.validate(config.model)
-  mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh)
+  mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh, devices)
   rules = sharding.rules_from_config(config.mesh)
   validate(config, mesh, rules)
   model = models.build(config.model)
@@ -375,7 +375,7 @@ def evaluate(eval_step, params, eval_fn, s) -> tuple[dict[str, float], float]:
 _SETUP_CACHE: dict[str, Any] = {}
 
 
-def _setup_cached(config):
+def _setup_cached(config, devices=None):
   """setup + jitted steps, reused when the same config runs again in this process (a resumed run
   in a notebook or a test), so the steps are not traced and compiled twice."""
   d = config.to_dict()
@@ -384,18 +384,21 @@ def _setup_cached(config):
   for section in ("checkpoint", "log", "eval", "init"):
     d.pop(section, None)
   d["data"] = {k: d["data"][k] for k in ("max_seq_length", "max_predictions_per_seq")}
-  key = json.dumps(d, sort_keys=True, default=str) + str([x.id for x in jax.devices()])
+  key = json.dumps(d, sort_keys=True, default=str) + str([x.id for x in (devices or jax.devices())])
   if key not in _SETUP_CACHE:
-    s = setup(config)
+    s = setup(config, devices=devices)
     _SETUP_CACHE.clear()  # keep one entry: compiled executables hold memory
     _SETUP_CACHE[key] = (s, compile_steps(config, s))
   return _SETUP_CACHE[key]
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  """Trains (resuming from `workdir` if it holds checkpoints); returns a summary dict."""
+def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
+  """Trains (resuming from `workdir` if it holds checkpoints); returns a summary dict.
+
+  `devices` (default: all) are the devices the mesh is built from.
+  """
   # --- setup -------------------------------------------------------------------------------
-  s, (train_step, eval_step, init) = _setup_cached(config)
+  s, (train_step, eval_step, init) = _setup_cached(config, devices)
   mesh, rules = s["mesh"], s["rules"]
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint)
   abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
@@ -432,6 +435,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     tokens_per_step = config.train.batch_size * config.data.max_seq_length
     step, pending, prev, status = start, [], None, "done"
     last_eval: dict[str, float] = {}
+    history: list[tuple[int, dict[str, float]]] = []  # (step, train log values), returned
     t_last, step_last = time.time(), start
 
     def save(metrics=None):
@@ -473,6 +477,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
           values.update(steps_per_sec=rate, tokens_per_sec=rate * tokens_per_step, step_time=1 / max(rate, 1e-9))
           t_last, step_last = time.time(), step
           log_summaries("train", values)
+          history.append((step, values))
           main = "gen_accuracy" if "gen_accuracy" in values else "mlm_accuracy"
           extra = f" disc_acc {values['disc_accuracy']:.3f}" if "disc_accuracy" in values else ""
           _print(f"step {step}/{num_steps} | loss {values['loss']:.4f} | {main} {values[main]:.3f}{extra} | "
@@ -501,5 +506,5 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     ckpt.close()
     if writer is not None:
       writer.close()
-  return {"status": status, "step": step, "state": state, "eval": last_eval,
+  return {"status": status, "step": step, "state": state, "eval": last_eval, "history": history,
           "checkpoint_steps": ckpt.all_steps()}
