@@ -185,6 +185,22 @@ def test_masks_keyed_by_example(env):
   assert (out2["masked_lm_positions"].numpy() != a["masked_lm_positions"]).any()
 
 
+@pytest.mark.parametrize("strategy", ["span"])
+def test_xla_compiled_masking_is_identical(env, strategy):
+  c, tok, _ = env
+  rows = rows_for(env, n_docs=60)
+  c = c.copy_and_resolve_references()
+  c.update(masking=strategy, max_seq_length=128)
+  spec = masking.spec_from_config(c, tok)
+  n = len(rows["input_ids"])
+  b = {k: tf.constant(rows[k]) for k in ("input_ids", "input_mask")}
+  keys = tf.constant(masking.example_keys(3, 0, np.arange(n)))
+  eager = masking.mask_batch(spec, b, keys)
+  xla = tf.function(lambda b, k: masking.mask_batch(spec, b, k), jit_compile=True)(b, keys)
+  for k in ("input_ids", "masked_lm_positions", "masked_lm_ids", "masked_lm_weights"):
+    np.testing.assert_array_equal(eager[k].numpy(), xla[k].numpy())
+
+
 @pytest.mark.parametrize("overrides,key", [
     (dict(mask_rate=0.0), "mask_rate"),
     (dict(mask_rate=1.5), "mask_rate"),

@@ -42,7 +42,7 @@ class MaskingSpec:
   mask_id: int
   is_word_start: np.ndarray         # bool [vocab]
   random_ids: np.ndarray            # int32 ids allowed as random replacements
-  max_rounds: int = 0               # ngram/span: span draws per row (0: 6 * max_predictions)
+  max_rounds: int = 0               # ngram/span: span draws per row (0: 3 * max_predictions)
 
 
 def _probs_from_weights(text: str, n_max: int, key: str) -> tuple[float, ...]:
@@ -235,7 +235,7 @@ def _select_spans(spec, keys, cand, wid, budget):
   cs = tf.cumsum(wlen, axis=1)
   w = tf.range(L)[None, :]
   exists = w < n_words[:, None]
-  max_rounds = spec.max_rounds or 6 * spec.max_predictions
+  max_rounds = spec.max_rounds or 3 * spec.max_predictions
 
   def body(r, wcov, used, cap, hist):
     rem = budget - used
