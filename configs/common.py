@@ -211,6 +211,11 @@ def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.data.shuffle_buffer = 1000
   config.model.vocab_size = 4000
   config.model.max_position_embeddings = 128
+  # Encoder capped at BERT-tiny (2 x 128): bigger variants keep their other traits (factorized
+  # embedding, sharing, generator fraction) but would take hours on a laptop CPU.
+  if config.model.hidden_size > 128 or config.model.num_hidden_layers > 2:
+    config.model.update(num_hidden_layers=2, hidden_size=128, num_attention_heads=2,
+                        intermediate_size=512)
   config.train.batch_size = 32
   config.train.num_steps = 600
   config.optimizer.learning_rate = 1e-3

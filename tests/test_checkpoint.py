@@ -144,3 +144,35 @@ def test_keep_last_k_plus_best(tmp_path):
   ck.wait()
   assert ck.all_steps() == [2, 5, 6]  # best (step 2) + the last two
   ck.close()
+
+
+def test_warm_start_from_hf_checkpoint(tmp_path):
+  """config.init.hf_checkpoint: the imported HF tensors replace the random init, then training runs."""
+  transformers = pytest.importorskip("transformers")
+  import torch  # pylint: disable=g-import-not-at-top
+  c = tiny_config("bert", steps=1)
+  m = c.model
+  hf_cfg = transformers.BertConfig(vocab_size=m.vocab_size, hidden_size=m.hidden_size,
+                                   num_hidden_layers=m.num_hidden_layers, num_attention_heads=m.num_attention_heads,
+                                   intermediate_size=m.intermediate_size, max_position_embeddings=m.max_position_embeddings,
+                                   hidden_act="gelu", type_vocab_size=2)
+  torch.manual_seed(0)
+  transformers.BertForPreTraining(hf_cfg).save_pretrained(tmp_path / "hf")
+  c.init.hf_checkpoint = str(tmp_path / "hf")
+  from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
+  _, hf_params = hf.load_hf_checkpoint(str(tmp_path / "hf"))
+  s = train.setup(c)
+  _, _, init = train.compile_steps(c, s)
+  state = init(jax.random.PRNGKey(0))
+  warm = train.warm_start_params(c, state["params"])
+  flat_hf = dict(jax.tree_util.tree_flatten_with_path(hf_params)[0])
+  flat_warm = dict(jax.tree_util.tree_flatten_with_path(warm)[0])
+  flat_init = dict(jax.tree_util.tree_flatten_with_path(state["params"])[0])
+  assert len(flat_hf) > 10
+  for k, v in flat_hf.items():
+    np.testing.assert_array_equal(np.asarray(flat_warm[k]), np.asarray(v))
+    assert flat_warm[k].sharding == flat_init[k].sharding  # placed like the initialised params
+  word = [k for k in flat_hf if "word_embeddings" in jax.tree_util.keystr(k)][0]
+  assert not np.array_equal(np.asarray(flat_init[word]), np.asarray(flat_hf[word]))
+  out = train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert out["status"] == "done" and out["step"] == 1
