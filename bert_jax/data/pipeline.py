@@ -162,6 +162,23 @@ def _row_batches(corpus, data_config, tokenizer, *, batch_size: int, process_ind
     epoch += 1
 
 
+_MASK_FNS: dict = {}
+
+
+def _mask_fn(spec: masking.MaskingSpec, batch_size: int, length: int):
+  """The compiled masking function, cached so repeated eval iterators do not retrace."""
+  key = (tuple((f, v.tobytes() if isinstance(v, np.ndarray) else v)
+               for f, v in vars(spec).items()), batch_size, length)
+  if key not in _MASK_FNS:
+    sig = {k: tf.TensorSpec([batch_size, length], tf.int32) for k in ("input_ids", "input_mask")}
+    # XLA fuses the span/n-gram while_loop body (2x faster on CPU); integer hash ops make
+    # the result identical to the unfused graph (tests/test_masking.py checks it).
+    _MASK_FNS[key] = tf.function(lambda b, k: masking.mask_batch(spec, b, k),
+                                 input_signature=[sig, tf.TensorSpec([batch_size], tf.uint32)],
+                                 jit_compile=spec.strategy in ("ngram", "span"))
+  return _MASK_FNS[key]
+
+
 class _Stream:
   """Row batches (Python, one thread) -> TF masking (a second thread) -> numpy batches.
 
@@ -175,13 +192,7 @@ class _Stream:
 
   def __init__(self, rows: Iterator[dict], spec: masking.MaskingSpec, batch_size: int,
                length: int, depth: int = 4, limit: int | None = None):
-    sig = {k: tf.TensorSpec([batch_size, length], tf.int32) for k in ("input_ids", "input_mask")}
-    # XLA fuses the span/n-gram while_loop body (2x faster on CPU); integer hash ops make
-    # the result identical to the unfused graph (tests/test_masking.py checks it).
-    fn = tf.function(lambda b, k: masking.mask_batch(spec, b, k),
-                     input_signature=[sig, tf.TensorSpec([batch_size], tf.uint32)],
-                     jit_compile=spec.strategy in ("ngram", "span"))
-    self._rows, self._fn, self._limit = rows, fn, limit
+    self._rows, self._fn, self._limit = rows, _mask_fn(spec, batch_size, length), limit
     self._q_rows: queue.Queue = queue.Queue(depth)
     self._q_out: queue.Queue = queue.Queue(depth)
     self._stop = threading.Event()
