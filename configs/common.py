@@ -130,8 +130,8 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
   c.span_max = 10
   # --- input pipeline ---
   c.seed = 0
-  c.shuffle_buffer = 10_000
-  c.num_parallel_calls = -1          # -1: tf.data.AUTOTUNE
+  # Cache of the built-in corpus and tokenized corpora; empty: $BERT_JAX_CACHE or ~/.cache/bert_jax.
+  c.cache_dir = ""
   c.update(overrides)
   return c
 
@@ -208,7 +208,6 @@ def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.data.tokenizer.train_sentences = 20_000
   config.data.max_seq_length = 64
   config.data.max_predictions_per_seq = 10
-  config.data.shuffle_buffer = 1000
   config.model.vocab_size = 4000
   config.model.max_position_embeddings = 128
   # Encoder capped at BERT-tiny (2 x 128): bigger variants keep their other traits (factorized
