@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: train test test-all bench clean
+.PHONY: train test test-slow bench clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,18 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.txt
 train: $(VENV)/.runtime
 	$(PY) -m bert_jax.main --config=configs/bert.py:tiny,runlocal --workdir=$(WORKDIR)
 
-# The test suite (what CI runs).
+# The test suite (about 7 minutes on 2 CPU cores).
 test: $(VENV)/.test
-	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+	$(PY) -m pytest -q tests -m "not slow" $(PYTEST_ARGS)
+
+# Long checks (about 12 minutes): every family x every sharding preset, two processes via
+# jax.distributed, 600-step pretraining runs of each family. CI runs them after `make test`.
+test-slow: $(VENV)/.test
+	$(PY) -m pytest -q tests -m slow $(PYTEST_ARGS)
+
+# Input-pipeline throughput vs HF's DataCollatorForLanguageModeling (prints a table).
+bench: $(VENV)/.test
+	$(PY) -m bert_jax.benchmarks.data_pipeline
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
