@@ -53,10 +53,26 @@ def test_tiny_pretraining_learns(family, tmp_path, tokenizer_dir):
   ratio = 1.1 if family == "electra" else 1.3
   assert acc > ratio * ev["most_frequent_token_accuracy"], (acc, ev["most_frequent_token_accuracy"])
   if family == "electra":
-    # Measured at 300 steps: the discriminator still sits at the all-real baseline (AUC 0.50-0.56);
-    # beating it needs a longer run than a CPU test allows. Check it is not worse.
+    # With the recipe's generator the 2 x 128 discriminator stays at the all-real baseline for
+    # the first ~1200 steps (measured AUC 0.55-0.57): its samples are as plausible to it as the
+    # real tokens. test_electra_discriminator_beats_all_real_baseline shows it learns on real text.
     assert ev["disc_accuracy"] >= 1 - ev["disc_replaced_fraction"] - 1e-3, ev
   else:
     sent = "nsp" if family == "bert" else "sop"
     assert f"{sent}_accuracy" in ev
   assert (tmp_path / "tb").exists()
+
+
+@pytest.mark.slow
+def test_electra_discriminator_beats_all_real_baseline(tmp_path, tokenizer_dir):
+  """Real text, near-uniform replacements (sampling temperature 100): the discriminator must
+  detect them from context. Measured at 300 steps: accuracy 0.88 vs all-real 0.86, AUC 0.89."""
+  c = _config("electra", 300)
+  c.objective.sampling_temperature = 100.0
+  c.optimizer.learning_rate = 1e-3
+  if (tokenizer_dir / "tokenizer").exists():
+    shutil.copytree(tokenizer_dir / "tokenizer", tmp_path / "tokenizer")
+  ev = train.train_and_evaluate(c, str(tmp_path), devices=jax.devices()[:2])["eval"]
+  baseline = 1 - ev["disc_replaced_fraction"]
+  assert ev["disc_accuracy"] > baseline + 0.01, ev
+  assert ev["disc_auc"] > 0.75, ev
