@@ -301,10 +301,11 @@ def warm_start_params(config, params):
   """Overwrites `params` leaves with those of config.init.hf_checkpoint (shapes must match)."""
   from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
 
-  loader = getattr(hf, "load_hf_checkpoint", None) or getattr(hf, "load_checkpoint", None)
-  if loader is None:
-    raise ValueError("bert_jax.interop.hf has no load_hf_checkpoint(dir); cannot use config.init.hf_checkpoint.")
-  _, hf_params = loader(config.init.hf_checkpoint)
+  hf_config, hf_params = hf.load_hf_checkpoint(config.init.hf_checkpoint)
+  if hf_config["family"] != config.model.family:
+    raise ValueError(f"config.init.hf_checkpoint={config.init.hf_checkpoint!r} holds a "
+                     f"{hf_config['family']} model but config.model.family={config.model.family!r}; "
+                     f"use configs/{hf_config['family']}.py or another checkpoint.")
   flat_new = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(hf_params)[0]}
   n_loaded = 0
 
@@ -321,6 +322,9 @@ def warm_start_params(config, params):
     return jax.device_put(new.astype(old.dtype), old.sharding)
 
   out = jax.tree_util.tree_map_with_path(take, params)
+  if n_loaded == 0:
+    raise ValueError(f"config.init.hf_checkpoint={config.init.hf_checkpoint!r}: none of its "
+                     f"{len(flat_new)} tensors matches a parameter of config.model.")
   _print(f"Warm start: {n_loaded}/{len(flat_new)} tensors from {config.init.hf_checkpoint}")
   return out
 

@@ -176,3 +176,8 @@ def test_warm_start_from_hf_checkpoint(tmp_path):
   assert not np.array_equal(np.asarray(flat_init[word]), np.asarray(flat_hf[word]))
   out = train.train_and_evaluate(c, str(tmp_path / "run"))
   assert out["status"] == "done" and out["step"] == 1
+  # A checkpoint of another family is refused, naming the config key.
+  other = tiny_config("albert", steps=1)
+  other.init.hf_checkpoint = str(tmp_path / "hf")
+  with pytest.raises(ValueError, match="holds a bert model but config.model.family='albert'"):
+    train.warm_start_params(other, state["params"])
