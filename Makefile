@@ -21,7 +21,7 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.txt
 train: $(VENV)/.runtime
 	$(PY) -m bert_jax.main --config=configs/bert.py:tiny,runlocal --workdir=$(WORKDIR)
 
-# The test suite (about 7 minutes on 2 CPU cores).
+# The test suite (about 7-9 minutes on 2 CPU cores).
 test: $(VENV)/.test
 	$(PY) -m pytest -q tests -m "not slow" $(PYTEST_ARGS)
 
