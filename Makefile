@@ -25,7 +25,7 @@ train: $(VENV)/.runtime
 test: $(VENV)/.test
 	$(PY) -m pytest -q tests -m "not slow" $(PYTEST_ARGS)
 
-# Long checks (about 12 minutes): every family x every sharding preset, two processes via
+# Long checks (13-15 minutes): every family x every sharding preset, two processes via
 # jax.distributed, 600-step pretraining runs of each family. CI runs them after `make test`.
 test-slow: $(VENV)/.test
 	$(PY) -m pytest -q tests -m slow $(PYTEST_ARGS)
