@@ -7,7 +7,7 @@ The built-in corpus needs no download and ships no text: it is assembled at run
 time from the docstrings of the Python standard library that came with the
 interpreter (parsed with `ast`, never imported), one document per module, class
 or function with a docstring of at least two sentences, plus the language reference
-topics that ship in `pydoc_data` (about 1.8 MB of English prose in all). It is deterministic for
+topics that ship in `pydoc_data` (about 1.6 MB and 4,300 documents of English prose). It is deterministic for
 a given Python build and cached as a text file (sentence per line, blank line
 between documents) so it is built once.
 """
