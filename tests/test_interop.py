@@ -328,7 +328,8 @@ def test_warm_start_from_hf_directory_loads_every_tensor(tmp_path):
   ref.save_pretrained(tmp_path / "hf")
   cfg, want, _ = hf.import_hf(str(tmp_path / "hf"))
   fresh = jax.tree.map(lambda w: jax.numpy.zeros(w.shape, w.dtype), want)
-  config = ml_collections.ConfigDict({"init": {"hf_checkpoint": str(tmp_path / "hf")}})
+  config = ml_collections.ConfigDict({"init": {"hf_checkpoint": str(tmp_path / "hf")},
+                                      "model": {"family": "bert"}})
   got = train.warm_start_params(config, fresh)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_array_equal(np.asarray(a), b)
