@@ -60,7 +60,9 @@ def test_batch_contract(env, kind, pack):
     np.testing.assert_array_equal(b["position_ids"], np.broadcast_to(np.arange(L), (B, L)))
   else:
     seg, pos = b["segment_ids"], b["position_ids"]
-    assert seg.max() > 1, "packing put one example per row"
+    # Whether the first 16 rows hold a packed one is luck of the draw; 8 batches hold some.
+    more = take(pipeline.train_iterator(c, tok, batch_size=B), 8)
+    assert max(x["segment_ids"].max() for x in more) > 1, "packing put one example per row"
     starts = (np.diff(seg, prepend=0, axis=1) != 0) & (seg > 0)
     assert (pos[starts] == 0).all() and (b["input_ids"][starts] == tok.cls_id).all()
     inner = (seg > 0) & ~starts
