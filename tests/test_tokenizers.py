@@ -51,6 +51,38 @@ def test_sentencepiece_specials_settings_and_reload(trained):
   np.testing.assert_array_equal(again.is_word_start, tok.is_word_start)
 
 
+def test_sentencepiece_training_is_reproducible_across_processes(trained, tmp_path):
+  """Same config, another Python process: the same pieces and scores (the sample is ours)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  c, _, tok = trained
+  (tmp_path / "cfg.json").write_text(c.to_json())
+  script = ("import json, sys, ml_collections\n"
+            "from bert_jax.data import tokenizers\n"
+            "c = ml_collections.ConfigDict(json.load(open(sys.argv[1])))\n"
+            "p = tokenizers.train_sentencepiece(c, sys.argv[2])\n")
+  root = pathlib.Path(__file__).resolve().parents[1]
+  subprocess.run([sys.executable, "-c", script, str(tmp_path / "cfg.json"), str(tmp_path / "tok")],
+                 check=True, cwd=root, env=dict(os.environ, PYTHONPATH=str(root)))
+  other = spm.SentencePieceProcessor(model_file=str(tmp_path / "tok" / "spm.model"))
+  assert other.get_piece_size() == tok.sp.get_piece_size()
+  for i in range(other.get_piece_size()):
+    assert (other.id_to_piece(i), other.get_score(i)) == (tok.sp.id_to_piece(i), tok.sp.get_score(i))
+
+
+def test_reservoir_sample_is_uniform_and_seeded():
+  n, total, runs = 10, 100, 2000
+  hits = np.zeros(total)
+  for seed in range(runs):
+    sample = tokenizers.sample_sentences((str(i) for i in range(total)), n, seed)
+    assert len(set(sample)) == n
+    hits[[int(x) for x in sample]] += 1
+  # Each item is kept with probability n / total = 0.1: 200 of 2000 runs, sd ~13.4.
+  assert np.abs(hits - runs * n / total).max() < 5 * 13.4, hits
+  assert tokenizers.sample_sentences(map(str, range(50)), 60, 0) == list(map(str, range(50)))
+  assert tokenizers.sample_sentences(map(str, range(total)), n, 3) == \
+      tokenizers.sample_sentences(map(str, range(total)), n, 3)
+
+
 def test_sentencepiece_word_starts(trained):
   _, _, tok = trained
   for i in range(tok.vocab_size):

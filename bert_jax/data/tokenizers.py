@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 import time
 import unicodedata
@@ -228,6 +229,20 @@ def _sentences(data_config, stats: dict) -> Iterator[str]:
       yield sent.lower() if data_config.tokenizer.lower_case else sent
 
 
+def sample_sentences(sentences: Iterable[str], n: int, seed: int) -> list[str]:
+  """A uniform sample of n sentences from a stream of any length (reservoir, Algorithm R)."""
+  rng = random.Random(seed * 0x9E3779B97F4A7C15 + 0x70C)
+  out: list[str] = []
+  for i, sent in enumerate(sentences):
+    if i < n:
+      out.append(sent)
+    else:
+      j = int(rng.random() * (i + 1))
+      if j < n:
+        out[j] = sent
+  return out
+
+
 def train_sentencepiece(data_config, out_dir: str) -> str:
   """Trains a sentencepiece model from the configured corpus stream into out_dir."""
   tc = data_config.tokenizer
@@ -235,18 +250,24 @@ def train_sentencepiece(data_config, out_dir: str) -> str:
     raise ValueError(f"config.data.tokenizer.model_type={tc.model_type!r}: use unigram or bpe.")
   if tc.vocab_size < len(SPECIAL_TOKENS) + 100:
     raise ValueError(f"config.data.tokenizer.vocab_size={tc.vocab_size} is too small.")
+  if tc.train_sentences < 1:
+    raise ValueError(f"config.data.tokenizer.train_sentences={tc.train_sentences} must be >= 1 "
+                     "(sentences sampled from the corpus to train sentencepiece).")
   stats: dict = {}
   model = tf.io.gfile.GFile  # keep the name short below
   with tempfile.TemporaryDirectory() as tmp:
     prefix = os.path.join(tmp, "spm")
-    # The trainer samples input_sentence_size sentences from the stream (reservoir), so
-    # memory stays bounded whatever the corpus size. hard_vocab_limit=False lets small
-    # corpora yield fewer pieces than asked instead of failing.
-    spm.set_random_generator_seed(data_config.seed + 1)  # sampling is seeded
+    # We sample train_sentences sentences ourselves (reservoir, seeded): memory stays bounded
+    # whatever the corpus size, and the result is the same in every process. sentencepiece's
+    # own shuffle_input_sentence is not reproducible across processes (even after
+    # set_random_generator_seed). hard_vocab_limit=False lets small corpora yield fewer pieces
+    # than asked instead of failing.
+    sample = sample_sentences(_sentences(data_config, stats), tc.train_sentences,
+                              seed=data_config.seed)
     spm.SentencePieceTrainer.train(
-        sentence_iterator=_sentences(data_config, stats), model_prefix=prefix,
+        sentence_iterator=iter(sample), model_prefix=prefix,
         vocab_size=tc.vocab_size, model_type=tc.model_type,
-        input_sentence_size=tc.train_sentences, shuffle_input_sentence=True,
+        input_sentence_size=0, shuffle_input_sentence=False,
         pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, pad_piece="[PAD]", unk_piece="[UNK]",
         control_symbols="[CLS],[SEP],[MASK]", hard_vocab_limit=False,
         character_coverage=0.9995, num_threads=os.cpu_count() or 1,
