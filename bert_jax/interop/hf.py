@@ -109,35 +109,35 @@ def _encoder(cfg: ModelConfig, hf: str, path: tuple[str, ...], project_key: str)
   return out
 
 
+# HF key names of the BERT / ALBERT pretraining models around the shared encoder layout.
+_MLM_FAMILY_KEYS = {
+    "bert": dict(prefix="bert", project=None, pooler="pooler.dense",
+                 transform="cls.predictions.transform.dense",
+                 transform_norm="cls.predictions.transform.LayerNorm",
+                 bias="cls.predictions.bias", sentence="cls.seq_relationship"),
+    "albert": dict(prefix="albert", project="encoder.embedding_hidden_mapping_in",
+                   pooler="pooler", transform="predictions.dense",
+                   transform_norm="predictions.LayerNorm", bias="predictions.bias",
+                   sentence="sop_classifier.classifier"),
+}
+
+
 def name_map(cfg: ModelConfig, part: str, prefix: str | None = None) -> list[Entry]:
   """Entries of one HF model: part is bert | albert | electra (discriminator) | generator."""
-  if part == "bert":
-    p = "bert" if prefix is None else prefix
-    hf = lambda k: f"{p}.{k}" if p else k  # noqa: E731
+  if part in _MLM_FAMILY_KEYS:
+    k = _MLM_FAMILY_KEYS[part]
+    p = k["prefix"] if prefix is None else prefix
+    hf = lambda key: f"{p}.{key}" if p else key  # noqa: E731
     out = _embeddings(hf("embeddings"), ("bert", "embeddings"))
-    out += _encoder(cfg, p, ("bert", "encoder"), "")
+    out += _encoder(cfg, p, ("bert", "encoder"), hf(k["project"]) if k["project"] else "")
     out = [dataclasses.replace(e, hf_key=e.hf_key.lstrip(".")) for e in out]
     if cfg.use_pooler:
-      out += _linear(hf("pooler.dense"), ("bert", "encoder", "pooler"))
-    out += _linear("cls.predictions.transform.dense", ("mlm", "transform"))
-    out += _norm("cls.predictions.transform.LayerNorm", ("mlm", "transform_LayerNorm"))
-    out += [Entry(("mlm", "bias"), "cls.predictions.bias", "copy")]
+      out += _linear(hf(k["pooler"]), ("bert", "encoder", "pooler"))
+    out += _linear(k["transform"], ("mlm", "transform"))
+    out += _norm(k["transform_norm"], ("mlm", "transform_LayerNorm"))
+    out += [Entry(("mlm", "bias"), k["bias"], "copy")]
     if cfg.use_pooler:
-      out += _linear("cls.seq_relationship", ("sentence", "dense"))
-    return out
-  if part == "albert":
-    p = "albert" if prefix is None else prefix
-    hf = lambda k: f"{p}.{k}" if p else k  # noqa: E731
-    out = _embeddings(hf("embeddings"), ("bert", "embeddings"))
-    out += [dataclasses.replace(e, hf_key=e.hf_key.lstrip(".")) for e in _encoder(
-        cfg, p, ("bert", "encoder"), hf("encoder.embedding_hidden_mapping_in"))]
-    if cfg.use_pooler:
-      out += _linear(hf("pooler"), ("bert", "encoder", "pooler"))
-    out += _linear("predictions.dense", ("mlm", "transform"))
-    out += _norm("predictions.LayerNorm", ("mlm", "transform_LayerNorm"))
-    out += [Entry(("mlm", "bias"), "predictions.bias", "copy")]
-    if cfg.use_pooler:
-      out += _linear("sop_classifier.classifier", ("sentence", "dense"))
+      out += _linear(k["sentence"], ("sentence", "dense"))
     return out
   if part in ("electra", "generator"):
     p = "electra" if prefix is None else prefix
