@@ -21,7 +21,7 @@ import pathlib
 import re
 import sys
 import sysconfig
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import tensorflow as tf
 
@@ -50,21 +50,30 @@ def default_cache_dir() -> pathlib.Path:
                                      pathlib.Path.home() / ".cache" / "bert_jax"))
 
 
-def _docstring_documents(source: str) -> Iterator[Document]:
+def _module_documents(source: str, texts_of: Callable[[ast.AST], Iterator[str]]) -> Iterator[Document]:
+  """Documents from the texts that `texts_of(node)` yields for each node of a Python module."""
   try:
     tree = ast.parse(source)
   except (SyntaxError, ValueError):
     return
   for node in ast.walk(tree):
-    if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
-                             ast.AsyncFunctionDef)):
-      continue
+    for text in texts_of(node):
+      sentences = _prose_sentences(text)
+      if len(sentences) >= _MIN_DOC_SENTENCES:
+        yield sentences
+
+
+def _docstrings(node: ast.AST) -> Iterator[str]:
+  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
     doc = ast.get_docstring(node, clean=True)
-    if not doc:
-      continue
-    sentences = _prose_sentences(doc)
-    if len(sentences) >= _MIN_DOC_SENTENCES:
-      yield sentences
+    if doc:
+      yield doc
+
+
+def _topics(node: ast.AST) -> Iterator[str]:
+  """The language reference topics of pydoc_data (string constants of a dict)."""
+  if isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) > 200:
+    yield node.value
 
 
 def _prose_sentences(text: str) -> list[str]:
@@ -76,19 +85,6 @@ def _prose_sentences(text: str) -> list[str]:
       continue
     sentences.extend(split_sentences(" ".join(lines)))
   return sentences
-
-
-def _topic_documents(source: str) -> Iterator[Document]:
-  """The language reference topics of pydoc_data (string constants of a dict)."""
-  try:
-    tree = ast.parse(source)
-  except (SyntaxError, ValueError):
-    return
-  for node in ast.walk(tree):
-    if isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) > 200:
-      sentences = _prose_sentences(node.value)
-      if len(sentences) >= _MIN_DOC_SENTENCES:
-        yield sentences
 
 
 def _stdlib_files() -> list[pathlib.Path]:
@@ -119,8 +115,8 @@ def builtin_corpus_path(cache_dir: str | os.PathLike | None = None) -> pathlib.P
         source = file.read_text(encoding="utf-8")
       except (UnicodeDecodeError, OSError):
         continue
-      docs = (_topic_documents(source) if file.name == "topics.py" and
-              file.parent.name == "pydoc_data" else _docstring_documents(source))
+      topics = file.name == "topics.py" and file.parent.name == "pydoc_data"
+      docs = _module_documents(source, _topics if topics else _docstrings)
       for doc in docs:
         f.write("\n".join(doc) + "\n\n")
   os.replace(tmp, path)  # atomic: concurrent builders write identical files
