@@ -119,7 +119,8 @@ def electra_fake_inputs(batch, sampled):
 
   A sampled token equal to the original counts as real (label 0), as in the reference.
   """
-  ids, pos, w = batch["input_ids"], batch["masked_lm_positions"], batch["masked_lm_weights"]
+  ids, pos, w = (jnp.asarray(batch[k]) for k in ("input_ids", "masked_lm_positions",
+                                                  "masked_lm_weights"))
   rows = jnp.arange(ids.shape[0])[:, None]
   real = w > 0
   # Padding predictions point at position 0 ([CLS]); route them out of bounds so they drop.

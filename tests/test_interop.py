@@ -222,6 +222,85 @@ def test_electra_generator_discriminator_parity(tmp_path):
                    tmp_path / "export")
 
 
+def test_electra_objective_loss_and_gradients_match_pytorch(tmp_path):
+  """Our generator MLM + 50 x replaced-token-detection loss, and its gradient for every
+  parameter, equal the same loss written in PyTorch over HF's ElectraForMaskedLM and
+  ElectraForPreTraining (autograd; the shared embedding tables get both towers' gradients)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from bert_jax import objectives  # pylint: disable=g-import-not-at-top
+  cfg = models.validate(ELECTRA)
+  disc_cfg, gen_cfg = electra_hf_configs(cfg)
+  disc = perturbed(transformers.ElectraForPreTraining(disc_cfg))
+  gen = perturbed(transformers.ElectraForMaskedLM(gen_cfg))
+  gen.electra.embeddings.load_state_dict(disc.electra.embeddings.state_dict())
+  disc.save_pretrained(tmp_path / "disc")
+  gen.save_pretrained(tmp_path / "disc" / "generator")
+  _, params, _ = hf.import_hf(str(tmp_path / "disc"))
+  model = models.build(cfg)
+  rng = np.random.default_rng(5)
+  batch = make_inputs(5)
+  batch["masked_lm_weights"] = np.array([[1, 1, 1], [1, 1, 0]], np.float32)  # one padding slot
+  batch["masked_lm_positions"] = np.array([[1, 4, 8], [2, 6, 0]], np.int32)
+  batch["masked_lm_ids"] = rng.integers(5, V, (B, P)).astype(np.int32)
+  mask_id = 3
+  for b, p in zip(*np.nonzero(batch["masked_lm_weights"])):
+    batch["input_ids"][b, batch["masked_lm_positions"][b, p]] = mask_id
+  batch["input_ids"][0, 4] = batch["masked_lm_ids"][0, 1]  # a kept token (input = original)
+  ocfg = ml_collections.ConfigDict(dict(name="electra", gen_weight=1.0, disc_weight=50.0,
+                                        sampling_temperature=1.0, sentence_loss="none"))
+  key = jax.random.PRNGKey(11)
+  # The generator's samples (replayed with the objective's key; they do not depend on the
+  # targets): slot (0, 0) gets the sample as its original, so a "replacement" equal to the
+  # original must count as real.
+  gen_logits = model.apply({"params": params}, **{k: batch[k] for k in (
+      "input_ids", "input_mask", "token_type_ids", "masked_lm_positions")}, method=model.generator)
+  sampled = np.asarray(objectives.gumbel_sample(jax.random.split(key, 3)[1], gen_logits, 1.0))
+  batch["masked_lm_ids"][0, 0] = sampled[0, 0]
+  batch["masked_lm_ids"][1, 1] = (sampled[1, 1] + 1) % V
+  (loss, _), grads = jax.value_and_grad(objectives.make_electra(model, ocfg), has_aux=True)(
+      params, batch, key, deterministic=True)
+
+  # Everything else independently, in numpy and PyTorch.
+  real = batch["masked_lm_weights"] > 0
+  fake, original = batch["input_ids"].astype(np.int64), batch["input_ids"].astype(np.int64)
+  for b, p in zip(*np.nonzero(real)):
+    fake[b, batch["masked_lm_positions"][b, p]] = sampled[b, p]
+    original[b, batch["masked_lm_positions"][b, p]] = batch["masked_lm_ids"][b, p]
+  labels = torch.tensor(fake != original, dtype=torch.float32)
+  assert 0 < labels.sum() < labels.numel()
+  t = torch_inputs(batch)
+  g_logits = gen.eval()(**t).logits  # eval(): no dropout, as deterministic=True; autograd stays on
+  pos = torch.tensor(batch["masked_lm_positions"], dtype=torch.long)
+  picked = torch.gather(g_logits, 1, pos[..., None].expand(-1, -1, g_logits.shape[-1]))
+  w = torch.tensor(batch["masked_lm_weights"])
+  xent = torch.nn.functional.cross_entropy(picked.reshape(-1, V), torch.tensor(
+      batch["masked_lm_ids"], dtype=torch.long).reshape(-1), reduction="none").reshape(B, P)
+  g_loss = (w * xent).sum() / (w.sum() + 1e-5)
+  d_logits = disc.eval()(**dict(t, input_ids=torch.tensor(fake))).logits
+  m = t["attention_mask"].float()
+  bce = torch.nn.functional.binary_cross_entropy_with_logits(d_logits, labels, reduction="none")
+  torch_loss = g_loss + 50.0 * (m * bce).sum() / (m.sum() + 1e-6)
+  torch_loss.backward()
+  assert abs(float(loss) - torch_loss.item()) < 1e-4 * torch_loss.item(), (loss, torch_loss)
+
+  theirs = {("disc", k): p.grad for k, p in disc.named_parameters()}
+  theirs.update({("gen", k): p.grad for k, p in gen.named_parameters()})
+  checked = 0
+  for tower, part in (("disc", "electra"), ("gen", "generator")):
+    for e in hf.name_map(cfg, part):
+      want = theirs[(tower, e.hf_key)].numpy()
+      if e.path[0] == "embeddings":
+        if tower == "gen":
+          continue  # shared table: compared once, as the sum of both towers
+        want = want + theirs[("gen", e.hf_key)].numpy()
+      got = hf.to_hf(e, np.asarray(hf._get(grads, e.path)))  # pylint: disable=protected-access
+      scale = max(1.0, float(np.abs(want).max()))
+      assert np.abs(got - want).max() < 1e-4 * scale, (e.hf_key, np.abs(got - want).max())
+      checked += 1
+  assert checked == len(jax.tree.leaves(grads)), (checked, len(jax.tree.leaves(grads)))
+
+
 def test_electra_export_of_fresh_params_loads_in_transformers(tmp_path):
   import jax  # pylint: disable=g-import-not-at-top
   cfg = models.validate(ELECTRA)
