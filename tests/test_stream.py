@@ -1,7 +1,9 @@
 """The bounded-memory TFRecord stream (bert_jax.data.stream): determinism, epochs, resume,
 host shards, eval split, memory bound, bad input, NSP/masking statistics. Real text."""
+# pylint: disable=protected-access
 
 import itertools
+import json
 import os
 
 import numpy as np
@@ -46,9 +48,9 @@ def cfg(env, **kw):
 def take(it, n):
   """n batches; then the stream is stopped and joined so it writes no more index entries."""
   out = list(itertools.islice(it, n))
-  if isinstance(it, pipeline._Stream):  # pylint: disable=protected-access
+  if isinstance(it, pipeline._Stream):
     it.close()
-    for t in it._threads:  # pylint: disable=protected-access
+    for t in it._threads:
       t.join()
   return out
 
@@ -63,8 +65,8 @@ def assert_same(xs, ys):
 def epoch_docs(c, tok, split, pi, pc):
   """doc_index of every document host pi streams in one epoch."""
   files = stream.host_files(c, tok, pi, pc)
-  return [d for docs, _, _ in stream._windows(files, (0, 0), c.stream_window_docs, split,  # pylint: disable=protected-access
-                                               c.eval_fraction, {}) for _, _, d in docs]
+  windows = stream._windows(files, (0, 0), c.stream_window_docs, split, c.eval_fraction, {})
+  return [d for docs, _, _ in windows for _, _, d in docs]
 
 
 def raw_rows(c, tok, n, **kw):
@@ -90,8 +92,8 @@ def test_epochs_reorder_the_same_rows_with_new_masks(env, tmp_path):
   n_docs = len(epoch_docs(c, tok, "train", 0, 1))
   assert n_docs > 5 * WINDOW  # several windows per epoch
   rows = raw_rows(c, tok, 10 * n_docs, use_index=True)  # > 2 epochs of rows
-  index = stream._Index(stream.index_path(c, tok, stream.host_files(c, tok, 0, 1), "train", 0,  # pylint: disable=protected-access
-                                          0, 1)).entries
+  files = stream.host_files(c, tok, 0, 1)
+  index = stream._Index(stream.index_path(c, tok, files, "train", 0, 0, 1)).entries
   ends = [i for i, e in enumerate(index) if e["last"]]
   n0 = sum(e["rows"] for e in index[:ends[0] + 1])
   n1 = sum(e["rows"] for e in index[ends[0] + 1:ends[1] + 1])
@@ -138,7 +140,6 @@ def test_stale_index_is_refused(env, tmp_path):
   take(pipeline.train_iterator(c, tok, batch_size=B), 12)
   (path,) = (tmp_path / "stream_index").iterdir()
   text = path.read_text()
-  import json  # pylint: disable=g-import-not-at-top
   idx = json.loads(text)
   idx["windows"][0]["rows"] += 1
   path.write_text(json.dumps(idx))

@@ -20,6 +20,9 @@ Stream layout (per host):
            and packing draw from the same window), the rows are permuted by (seed, e, p, w)
            and get masking keys from (seed, e, row index within the epoch's host stream).
   batches  windows and epochs are concatenated and cut into batch_size rows.
+  eval     the same over the eval documents, with windows of at most 1024 documents (eval
+           documents are ~eval_fraction of the records; a small window lets a few eval
+           batches read only the records they need). Eval always starts at batch 0.
 
 Resume (`start_batch`): rows to skip = start_batch * batch_size. A window's row count is exact
 only once it is built, so the stream keeps a row-count index: one entry per window (rows,
@@ -52,11 +55,15 @@ from bert_jax.data import preprocess
 
 _GOLDEN = 0.6180339887498949  # the eval split rule of pipeline.load_corpus
 _INDEX_VERSION = 1  # bump when build_rows or the window layout changes row counts
+# Eval documents are ~eval_fraction of the records, so an eval window of W documents reads
+# about W / eval_fraction records; a small one lets a few eval batches read only what they need.
+_EVAL_WINDOW_DOCS = 1024
 _FEATURES = {
-    "tokens": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
-    "sentence_lengths": tf.io.FixedLenSequenceFeature([], tf.int64, allow_missing=True),
+    "tokens": tf.io.RaggedFeature(tf.int64),
+    "sentence_lengths": tf.io.RaggedFeature(tf.int64),
     "doc_index": tf.io.FixedLenFeature([], tf.int64),
 }
+_READ_BATCH = 256  # records parsed per tf.data element (per-element Python cost ~0.3 ms)
 
 
 def host_files(data_config, tokenizer, process_index: int, process_count: int) -> list[str]:
@@ -72,24 +79,30 @@ def host_files(data_config, tokenizer, process_index: int, process_count: int) -
   return files[process_index::process_count]
 
 
+def _parse(file_no, rec_no, records):
+  return file_no, rec_no, tf.io.parse_example(records, _FEATURES)
+
+
 def _documents(files: list[str], start: tuple[int, int], split: str, eval_fraction: float,
                stats: dict) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, int]]:
   """(file number, record number, tokens, sentence lengths, doc_index) of the split's
   documents, reading `files` in order from record start[1] of files[start[0]]."""
+  if start[0] >= len(files):
+    return
   want_eval = split == "eval"
-  for fi in range(start[0], len(files)):
-    skip = start[1] if fi == start[0] else 0
-    ds = tf.data.TFRecordDataset(files[fi])
-    if skip:
-      ds = ds.skip(skip)
-    ds = ds.map(lambda r: tf.io.parse_single_example(r, _FEATURES),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(64)
-    for r, ex in enumerate(ds.as_numpy_iterator(), start=skip):
-      d = int(ex["doc_index"])
-      if (np.modf(d * _GOLDEN)[0] < eval_fraction) != want_eval:
-        continue
-      stats["stream_documents_read"] = stats.get("stream_documents_read", 0) + 1
-      yield fi, r, ex["tokens"].astype(np.int32), ex["sentence_lengths"], d
+  names = tf.data.Dataset.from_tensor_slices(files[start[0]:]).enumerate(start=start[0])
+  ds = names.flat_map(lambda i, f: tf.data.TFRecordDataset(f).enumerate().map(
+      lambda r, rec: (i, r, rec)))
+  ds = ds.skip(start[1]).batch(_READ_BATCH).map(_parse).prefetch(2)
+  for file_no, rec_no, ex in ds:
+    file_no, rec_no, ids = file_no.numpy(), rec_no.numpy(), ex["doc_index"].numpy()
+    tok_rs, toks = ex["tokens"].row_splits.numpy(), ex["tokens"].values.numpy().astype(np.int32)
+    sl_rs, sls = ex["sentence_lengths"].row_splits.numpy(), ex["sentence_lengths"].values.numpy()
+    keep = (np.modf(ids.astype(np.float64) * _GOLDEN)[0] < eval_fraction) == want_eval
+    stats["stream_documents_read"] = stats.get("stream_documents_read", 0) + int(keep.sum())
+    for j in np.nonzero(keep)[0].tolist():
+      yield (int(file_no[j]), int(rec_no[j]), toks[tok_rs[j]:tok_rs[j + 1]],
+             sls[sl_rs[j]:sl_rs[j + 1]], int(ids[j]))
 
 
 def _windows(files, start, window_docs, split, eval_fraction, stats):
@@ -167,13 +180,15 @@ def row_batches(data_config, tokenizer, *, split: str, batch_size: int, process_
   files = host_files(c, tokenizer, process_index, process_count)
   path = (index_path(c, tokenizer, files, split, seed, process_index, process_count)
           if use_index else None)
-  return _generate(c, tokenizer, files, _Index(path), split=split, batch_size=batch_size,
-                   process_index=process_index, process_count=process_count, seed=seed,
-                   start_batch=start_batch, stats=stats)
+  if split == "eval":
+    window = min(window, _EVAL_WINDOW_DOCS)
+  return _generate(c, tokenizer, files, _Index(path), window, split=split,
+                   batch_size=batch_size, process_index=process_index,
+                   process_count=process_count, seed=seed, start_batch=start_batch, stats=stats)
 
 
-def _generate(c, tokenizer, files, index, *, split, batch_size, process_index, process_count,
-              seed, start_batch, stats):
+def _generate(c, tokenizer, files, index, window, *, split, batch_size, process_index,
+              process_count, seed, start_batch, stats):
   specials = inst_lib.Specials(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
   pi, pc = process_index, process_count
   to_skip = start_batch * batch_size
@@ -192,8 +207,7 @@ def _generate(c, tokenizer, files, index, *, split, batch_size, process_index, p
     order = np.random.default_rng([seed, epoch, pi, 0xF11E]).permutation(len(files))
     files_e = [files[i] for i in order]
     from_start, epoch_docs = w == 0, 0
-    for docs, end, last in _windows(files_e, pos, c.stream_window_docs, split,
-                                     c.eval_fraction, stats):
+    for docs, end, last in _windows(files_e, pos, window, split, c.eval_fraction, stats):
       epoch_docs += len(docs)
       rows, n = None, 0
       if docs:
