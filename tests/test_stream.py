@@ -229,3 +229,37 @@ def test_bad_input(env, tmp_path):
   tok2 = tokenizers.build_or_load(other, str(tmp_path / "wd2"), process_index=0)
   with pytest.raises(ValueError, match="another tokenizer"):
     pipeline.train_iterator(c, tok2, batch_size=B)
+
+
+@pytest.mark.slow
+def test_train_loop_resume_with_stream(env, tmp_path, monkeypatch):
+  """Through the train loop: halt after n steps, re-run; the batches and the final state
+  equal an uninterrupted run (the loop derives start_batch from the restored step)."""
+  from test_checkpoint import _recording_inputs  # pylint: disable=g-import-not-at-top
+  from train_testlib import tiny_config, tree_max_diff  # pylint: disable=g-import-not-at-top
+  from bert_jax import train  # pylint: disable=g-import-not-at-top
+  c, tok, _ = env
+  n = 3
+
+  def config(cache):
+    t = tiny_config("bert", steps=2 * n, seq=64, synthetic=False)
+    t.data = cfg(env, cache_dir=str(cache), stream_window_docs=4)
+    t.data.tokenizer.path = str(tok.path)
+    t.model.vocab_size = tok.vocab_size
+    t.checkpoint.every_steps = n
+    t.eval.every_steps = 2 * n
+    return t
+
+  seen = []
+  _recording_inputs(monkeypatch, seen)
+  full = train.train_and_evaluate(config(tmp_path / "ca"), str(tmp_path / "a"))
+  seen_a = list(seen)
+  seen.clear()
+  t = config(tmp_path / "cb")
+  t.train.halt_after_steps = n
+  assert train.train_and_evaluate(t, str(tmp_path / "b"))["status"] == "halted"
+  t.train.halt_after_steps = 0
+  second = train.train_and_evaluate(t, str(tmp_path / "b"))
+  assert second["step"] == 2 * n and full["step"] == 2 * n
+  assert seen == seen_a and len(set(seen_a)) == 2 * n
+  assert tree_max_diff(full["state"]["params"], second["state"]["params"]) == 0.0
