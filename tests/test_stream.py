@@ -66,7 +66,7 @@ def epoch_docs(c, tok, split, pi, pc):
   """doc_index of every document host pi streams in one epoch."""
   files = stream.host_files(c, tok, pi, pc)
   windows = stream._windows(files, (0, 0), c.stream_window_docs, split, c.eval_fraction, {})
-  return [d for docs, _, _ in windows for _, _, d in docs]
+  return [d for docs, _, _ in windows for d in docs.ids.tolist()]
 
 
 def raw_rows(c, tok, n, **kw):

@@ -40,6 +40,7 @@ the index (stale index, changed code) is refused with the index path to delete.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -79,55 +80,104 @@ def host_files(data_config, tokenizer, process_index: int, process_count: int) -
   return files[process_index::process_count]
 
 
-def _parse(file_no, rec_no, records):
-  return file_no, rec_no, tf.io.parse_example(records, _FEATURES)
+def _ranges(starts, lengths):
+  """Concatenated aranges [starts[i], starts[i] + lengths[i]) (as instances._ranges)."""
+  total = int(lengths.sum())
+  offs = np.cumsum(lengths) - lengths
+  return np.repeat(starts - offs, lengths) + np.arange(total, dtype=np.int64)
+
+
+@dataclasses.dataclass
+class _Docs:
+  """Documents in read order: per-document arrays plus flat tokens and sentence lengths."""
+  ids: np.ndarray        # int64 [D] doc_index
+  pos: np.ndarray        # int64 [D, 2] (file number in the epoch's order, record number)
+  n_tok: np.ndarray      # int64 [D]
+  n_sent: np.ndarray     # int64 [D]
+  tokens: np.ndarray     # int32 [sum n_tok]
+  sent_lens: np.ndarray  # int64 [sum n_sent]
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+  def split(self, m: int) -> tuple["_Docs", "_Docs"]:
+    t, s = int(self.n_tok[:m].sum()), int(self.n_sent[:m].sum())
+    return (_Docs(self.ids[:m], self.pos[:m], self.n_tok[:m], self.n_sent[:m],
+                  self.tokens[:t], self.sent_lens[:s]),
+            _Docs(self.ids[m:], self.pos[m:], self.n_tok[m:], self.n_sent[m:],
+                  self.tokens[t:], self.sent_lens[s:]))
+
+  def take(self, order: np.ndarray) -> "_Docs":
+    """The documents `order` (indices), in that order."""
+    ts, ss = np.cumsum(self.n_tok) - self.n_tok, np.cumsum(self.n_sent) - self.n_sent
+    return _Docs(self.ids[order], self.pos[order], self.n_tok[order], self.n_sent[order],
+                 self.tokens[_ranges(ts[order], self.n_tok[order])],
+                 self.sent_lens[_ranges(ss[order], self.n_sent[order])])
+
+  @staticmethod
+  def concat(blocks: list["_Docs"]) -> "_Docs":
+    if not blocks:
+      z = np.zeros([0], np.int64)
+      return _Docs(z, np.zeros([0, 2], np.int64), z, z, np.zeros([0], np.int32), z)
+    return _Docs(*(np.concatenate([getattr(b, f.name) for b in blocks])
+                   for f in dataclasses.fields(_Docs)))
+
+  def corpus(self) -> inst_lib.TokenizedCorpus:
+    return inst_lib.TokenizedCorpus(
+        tokens=self.tokens,
+        sent_offsets=np.concatenate([[0], np.cumsum(self.sent_lens)]).astype(np.int64),
+        doc_offsets=np.concatenate([[0], np.cumsum(self.n_sent)]).astype(np.int64),
+        doc_ids=self.ids)
+
+
+def _parse(file_no, skip, k, records):
+  """One block of records of one file: (file number, record numbers, parsed features)."""
+  ex = tf.io.parse_example(records, _FEATURES)
+  rec_no = skip + k * _READ_BATCH + tf.range(tf.size(records, tf.int64), dtype=tf.int64)
+  return (file_no, rec_no, ex["doc_index"], ex["tokens"].values, ex["tokens"].row_splits,
+          ex["sentence_lengths"].values, ex["sentence_lengths"].row_splits)
 
 
 def _documents(files: list[str], start: tuple[int, int], split: str, eval_fraction: float,
-               stats: dict) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, int]]:
-  """(file number, record number, tokens, sentence lengths, doc_index) of the split's
-  documents, reading `files` in order from record start[1] of files[start[0]]."""
+               stats: dict) -> Iterator[_Docs]:
+  """Blocks of the split's documents, reading `files` in order from record start[1] of
+  files[start[0]] (up to _READ_BATCH records of one file at a time)."""
   if start[0] >= len(files):
     return
   want_eval = split == "eval"
-  names = tf.data.Dataset.from_tensor_slices(files[start[0]:]).enumerate(start=start[0])
-  ds = names.flat_map(lambda i, f: tf.data.TFRecordDataset(f).enumerate().map(
-      lambda r, rec: (i, r, rec)))
-  ds = ds.skip(start[1]).batch(_READ_BATCH).map(_parse).prefetch(2)
-  for file_no, rec_no, ex in ds:
-    file_no, rec_no, ids = file_no.numpy(), rec_no.numpy(), ex["doc_index"].numpy()
-    tok_rs, toks = ex["tokens"].row_splits.numpy(), ex["tokens"].values.numpy().astype(np.int32)
-    sl_rs, sls = ex["sentence_lengths"].row_splits.numpy(), ex["sentence_lengths"].values.numpy()
+  skips = [start[1]] + [0] * (len(files) - start[0] - 1)
+  names = tf.data.Dataset.from_tensor_slices((files[start[0]:], tf.constant(skips, tf.int64)))
+  ds = names.enumerate(start=start[0]).flat_map(
+      lambda i, fs: tf.data.TFRecordDataset(fs[0]).skip(fs[1]).batch(_READ_BATCH).enumerate()
+      .map(lambda k, recs: (i, fs[1], k, recs)))
+  ds = ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(2)
+  for file_no, rec_no, ids, toks, tok_rs, sls, sl_rs in ds.as_numpy_iterator():
+    block = _Docs(ids, np.stack([np.full_like(rec_no, file_no), rec_no], 1), np.diff(tok_rs),
+                  np.diff(sl_rs), toks.astype(np.int32), sls)
     keep = (np.modf(ids.astype(np.float64) * _GOLDEN)[0] < eval_fraction) == want_eval
-    stats["stream_documents_read"] = stats.get("stream_documents_read", 0) + int(keep.sum())
-    for j in np.nonzero(keep)[0].tolist():
-      yield (int(file_no[j]), int(rec_no[j]), toks[tok_rs[j]:tok_rs[j + 1]],
-             sls[sl_rs[j]:sl_rs[j + 1]], int(ids[j]))
+    if not keep.all():
+      block = block.take(np.nonzero(keep)[0])
+    stats["stream_documents_read"] = stats.get("stream_documents_read", 0) + len(block)
+    yield block
 
 
 def _windows(files, start, window_docs, split, eval_fraction, stats):
-  """(documents, read position after them, last of the epoch) for the rest of an epoch; at
-  most window_docs documents are held (stats['stream_max_window_docs'] records the most)."""
-  docs: list = []
-  end = start
-  for fi, r, tokens, sent_lens, d in _documents(files, start, split, eval_fraction, stats):
-    docs.append((tokens, sent_lens, d))
-    stats["stream_max_window_docs"] = max(stats.get("stream_max_window_docs", 0), len(docs))
-    end = (fi, r + 1)
-    if len(docs) == window_docs:
-      yield docs, end, False
-      docs = []
-  yield docs, end, True
-
-
-def _window_corpus(docs, order) -> inst_lib.TokenizedCorpus:
-  docs = [docs[i] for i in order]
-  sl = np.concatenate([s for _, s, _ in docs])
-  return inst_lib.TokenizedCorpus(
-      tokens=np.concatenate([t for t, _, _ in docs]),
-      sent_offsets=np.concatenate([[0], np.cumsum(sl)]).astype(np.int64),
-      doc_offsets=np.concatenate([[0], np.cumsum([len(s) for _, s, _ in docs])]).astype(np.int64),
-      doc_ids=np.asarray([d for _, _, d in docs], np.int64))
+  """(documents, read position after them, last of the epoch) for the rest of an epoch. A
+  window holds at most window_docs documents (stats['stream_max_window_docs'] records the
+  most); besides it only the rest of one read block and tf.data's prefetch are in memory."""
+  pending: list[_Docs] = []
+  held, end = 0, start
+  for block in _documents(files, start, split, eval_fraction, stats):
+    while len(block):
+      head, block = block.split(min(window_docs - held, len(block)))
+      pending.append(head)
+      held += len(head)
+      end = (int(head.pos[-1, 0]), int(head.pos[-1, 1]) + 1)
+      stats["stream_max_window_docs"] = max(stats.get("stream_max_window_docs", 0), held)
+      if held == window_docs:
+        yield _Docs.concat(pending), end, False
+        pending, held = [], 0
+  yield _Docs.concat(pending), end, True
 
 
 class _Index:
@@ -210,9 +260,9 @@ def _generate(c, tokenizer, files, index, window, *, split, batch_size, process_
     for docs, end, last in _windows(files_e, pos, window, split, c.eval_fraction, stats):
       epoch_docs += len(docs)
       rows, n = None, 0
-      if docs:
-        corpus = _window_corpus(docs, np.random.default_rng(
-            [seed, epoch, pi, w, 0xD0C5]).permutation(len(docs)))
+      if len(docs):
+        corpus = docs.take(np.random.default_rng(
+            [seed, epoch, pi, w, 0xD0C5]).permutation(len(docs))).corpus()
         rows = inst_lib.build_rows(corpus, kind=c.instances, max_seq_length=c.max_seq_length,
                                    short_seq_prob=c.short_seq_prob, pack=c.pack_examples,
                                    specials=specials, seed=seed, epoch=epoch, stats=stats)
