@@ -2,9 +2,9 @@
 
 The in-memory path (bert_jax.data.pipeline.load_corpus) holds a host's whole tokenized share.
 This module reads the records with tf.data instead and holds at most
-`config.data.stream_window_docs` documents (and the rows built from them) at a time, whatever
-the corpus size; `stream_window_docs=0` selects the in-memory path (pipeline.train_iterator
-dispatches on it). It yields the same "row batches" (unmasked rows + uint32 masking keys) as
+`config.data.stream_window_docs` documents and the rows built from them at a time (besides
+tf.data's read-ahead of a few blocks of 256 records), whatever the corpus size;
+`stream_window_docs=0` selects the in-memory path (pipeline.train_iterator dispatches on it). It yields the same "row batches" (unmasked rows + uint32 masking keys) as
 pipeline._row_batches, so masking and the rest of the stream are shared.
 
 Stream layout (per host):
@@ -19,6 +19,7 @@ Stream layout (per host):
            the window's rows (rng per document keyed by (seed, e, doc_index); NSP's random B
            and packing draw from the same window), the rows are permuted by (seed, e, p, w)
            and get masking keys from (seed, e, row index within the epoch's host stream).
+           Rows are mixed within a window only, so the window should span many documents.
   batches  windows and epochs are concatenated and cut into batch_size rows.
   eval     the same over the eval documents, with windows of at most 1024 documents (eval
            documents are ~eval_fraction of the records; a small window lets a few eval
@@ -26,8 +27,8 @@ Stream layout (per host):
 
 Resume (`start_batch`): rows to skip = start_batch * batch_size. A window's row count is exact
 only once it is built, so the stream keeps a row-count index: one entry per window (rows,
-documents, the read position after it: file number in the epoch's order, record number in
-that file, and whether it ended the epoch), appended as each window is built (before its
+the read position after it: file number in the epoch's order and record number in that
+file, and whether it ended the epoch), appended as each window is built (before its
 rows are handed on, so the index always reaches past the last checkpointed batch). It lives
 in <cache_dir>/stream_index/<key>.json (tf.io.gfile; the key hashes the files and their sizes,
 tokenizer, instance settings, seed, split, host and window size). A resume walks the index,
@@ -64,7 +65,7 @@ _FEATURES = {
     "sentence_lengths": tf.io.RaggedFeature(tf.int64),
     "doc_index": tf.io.FixedLenFeature([], tf.int64),
 }
-_READ_BATCH = 256  # records parsed per tf.data element (per-element Python cost ~0.3 ms)
+_READ_BATCH = 256  # records per tf.data element (one element costs ~0.3 ms of Python)
 
 
 def host_files(data_config, tokenizer, process_index: int, process_count: int) -> list[str]:
