@@ -134,6 +134,16 @@ def test_resume_equals_uninterrupted(env, tmp_path, with_index):
       assert st["stream_documents_read"] < stats["stream_documents_read"] - WINDOW
 
 
+def test_resume_on_second_host(env, tmp_path):
+  c, tok, _ = env
+  c = cfg(env, cache_dir=str(tmp_path))
+  kw = dict(batch_size=B, process_index=1, process_count=2)
+  full = take(pipeline.train_iterator(c, tok, **kw), 24)
+  st = {}
+  assert_same(full[13:], take(pipeline.train_iterator(c, tok, start_batch=13, stats=st, **kw), 11))
+  assert st["stream_windows_skipped_by_index"] > 0
+
+
 def test_stale_index_is_refused(env, tmp_path):
   c, tok, _ = env
   c = cfg(env, cache_dir=str(tmp_path))
