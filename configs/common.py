@@ -102,6 +102,10 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
   c.text_glob = ""                   # local or gs:// glob of text files
   c.text_format = "sentence_per_line"  # sentence_per_line (blank line between docs) | document_per_line
   c.tfrecord_glob = ""               # output of `python -m bert_jax.data.preprocess`
+  # source=tfrecord: documents held per host at once (bert_jax.data.stream); the rows of one
+  # window are shuffled together, NSP's random B and packing draw from it. 0: load the host's
+  # whole share in memory (small record sets; same batches as the source it was made from).
+  c.stream_window_docs = 10_000
   c.eval_fraction = 0.02             # share of documents held out for evaluation
   # --- tokenizer ---
   c.tokenizer = ml_collections.ConfigDict()

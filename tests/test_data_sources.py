@@ -56,7 +56,8 @@ def test_preprocess_deterministic_across_worker_counts(env):
 def test_tfrecord_source_gives_the_text_stream(env):
   c, tok, tmp, _ = env
   rc = c.copy_and_resolve_references()
-  rc.update(source="tfrecord", tfrecord_glob=str(tmp / "out" / "docs-*"))
+  # stream_window_docs=0: the in-memory path (the streaming one is tests/test_stream.py).
+  rc.update(source="tfrecord", tfrecord_glob=str(tmp / "out" / "docs-*"), stream_window_docs=0)
   a = list(itertools.islice(pipeline.train_iterator(c, tok, batch_size=8), 3))
   b = list(itertools.islice(pipeline.train_iterator(rc, tok, batch_size=8), 3))
   for x, y in zip(a, b):

@@ -10,6 +10,9 @@ keyed by (seed, e, process_index); epochs are concatenated and cut into batches 
 so masking is new every epoch, identical across runs, and `start_batch` only has to
 slice rows (it never masks what it skips).
 
+source='tfrecord' streams the records through a bounded window of documents instead
+(bert_jax.data.stream; config.data.stream_window_docs=0 loads them here like the others).
+
 Documents: document d (in corpus order) is held out for eval when
 frac(d * golden_ratio) < eval_fraction; the i-th document of a split belongs to host
 i % process_count (preprocessed TFRecords with at least process_count files are
@@ -264,6 +267,12 @@ class _Stream:
     self._stop.set()
 
 
+def _streaming(data_config) -> bool:
+  """Records stream through a bounded window (bert_jax.data.stream) unless
+  config.data.stream_window_docs=0; every other source is loaded in memory."""
+  return data_config.source == "tfrecord" and data_config.get("stream_window_docs", 0) != 0
+
+
 def train_iterator(data_config, tokenizer, *, batch_size: int, process_index: int = 0,
                    process_count: int = 1, start_batch: int = 0, seed: int | None = None,
                    stats: dict | None = None) -> Iterator[dict]:
@@ -271,6 +280,12 @@ def train_iterator(data_config, tokenizer, *, batch_size: int, process_index: in
   spec = validate(data_config, batch_size, process_index, process_count, tokenizer)
   seed = data_config.seed if seed is None else seed
   stats = stats if stats is not None else {}
+  if _streaming(data_config):
+    from bert_jax.data import stream  # pylint: disable=g-import-not-at-top
+    rows = stream.row_batches(data_config, tokenizer, split="train", batch_size=batch_size,
+                              process_index=process_index, process_count=process_count,
+                              seed=seed, start_batch=start_batch, stats=stats)
+    return _Stream(rows, spec, batch_size, data_config.max_seq_length)
   corpus = load_corpus(data_config, tokenizer, "train", process_index, process_count, stats)
   rows = _row_batches(corpus, data_config, tokenizer, batch_size=batch_size,
                       process_index=process_index, process_count=process_count, seed=seed,
@@ -285,6 +300,12 @@ def eval_iterator(data_config, tokenizer, *, batch_size: int, process_index: int
   spec = validate(data_config, batch_size, process_index, process_count, tokenizer)
   seed = (data_config.seed if seed is None else seed) + 0x3C6EF372  # not the train stream
   stats = stats if stats is not None else {}
+  if _streaming(data_config):
+    from bert_jax.data import stream  # pylint: disable=g-import-not-at-top
+    rows = stream.row_batches(data_config, tokenizer, split="eval", batch_size=batch_size,
+                              process_index=process_index, process_count=process_count,
+                              seed=seed, start_batch=0, stats=stats, use_index=False)
+    return _Stream(rows, spec, batch_size, data_config.max_seq_length, limit=num_batches)
   corpus = load_corpus(data_config, tokenizer, "eval", process_index, process_count, stats)
   rows = _row_batches(corpus, data_config, tokenizer, batch_size=batch_size,
                       process_index=process_index, process_count=process_count, seed=seed,

@@ -131,10 +131,9 @@ def _parse(record: bytes):
           int(f["doc_index"].int64_list.value[0]))
 
 
-def read_corpus(glob: str, stats: dict, tokenizer=None, process_index: int = 0,
-                process_count: int = 1) -> tuple[inst_lib.TokenizedCorpus, bool]:
-  """Reads preprocessed records. With at least process_count files each host reads only
-  files[process_index::process_count] (returns True: already host-sharded)."""
+def record_files(glob: str, tokenizer=None) -> list[str]:
+  """The sorted record files of `glob` (sidecar .json excluded); refuses a missing glob, no
+  match, or records whose sidecar names another tokenizer."""
   if not glob:
     raise ValueError("config.data.source='tfrecord' needs config.data.tfrecord_glob.")
   files = sorted(f for f in tf.io.gfile.glob(glob) if not f.endswith(".json"))
@@ -149,6 +148,14 @@ def read_corpus(glob: str, stats: dict, tokenizer=None, process_index: int = 0,
           raise ValueError(f"{meta}: records were tokenized with another tokenizer "
                            f"({fp} != {tokenizer.fingerprint()}); set config.data.tokenizer.path "
                            "to the one used for preprocessing.")
+  return files
+
+
+def read_corpus(glob: str, stats: dict, tokenizer=None, process_index: int = 0,
+                process_count: int = 1) -> tuple[inst_lib.TokenizedCorpus, bool]:
+  """Reads preprocessed records. With at least process_count files each host reads only
+  files[process_index::process_count] (returns True: already host-sharded)."""
+  files = record_files(glob, tokenizer)
   sharded = len(files) >= process_count > 1
   if sharded:
     files = files[process_index::process_count]
