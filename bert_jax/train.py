@@ -333,19 +333,31 @@ def warm_start_params(config, params):
 # Preemption: SIGTERM asks for a final checkpoint at the next step boundary.
 # ----------------------------------------------------------------------------------------------
 class _Preemption:
+  """SIGTERM -> a final checkpoint at a step boundary.
 
-  def __init__(self):
+  One process: our SIGTERM handler sets a flag that the loop reads before each step.
+  Several processes: every host must stop at the same step (the save is collective), and a
+  SIGTERM may reach one host only, or hosts at different steps. So we leave SIGTERM to JAX's
+  preemption sync manager (set up by jax.distributed.initialize; our own handler would replace
+  its) and ask CheckpointManager.reached_preemption(step), which answers True on every host at
+  the same step.
+  """
+
+  def __init__(self, manager, multi_process: bool):
     self.requested = False
-    self._old = None
+    self._manager, self._multi, self._old = manager, multi_process, None
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
+    if not self._multi and threading.current_thread() is threading.main_thread():
       self._old = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
+
+  def reached(self, step: int) -> bool:
+    return self._manager.reached_preemption(step) if self._multi else self.requested
 
   def __exit__(self, *exc):
     if self._old is not None:
@@ -453,9 +465,9 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
             writer.add_scalar(f"{prefix}/{k}", v, step)
         writer.flush()
 
-    with _Preemption() as preempt:
+    with _Preemption(ckpt.manager, jax.process_count() > 1) as preempt:
       while step < num_steps:
-        if preempt.requested or (jax.process_count() > 1 and ckpt.manager.reached_preemption(step)):
+        if preempt.reached(step):
           _print(f"Preemption signal at step {step}: saving a final checkpoint.")
           status = "preempted"
           break

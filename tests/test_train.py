@@ -1,5 +1,6 @@
 """The loop: bad configs fail early, grad accumulation, non-finite skipping, flags, two processes."""
 
+import json
 import os
 import pathlib
 import socket
@@ -132,6 +133,55 @@ TWO_PROC = textwrap.dedent("""
       np.savez(out + "/params.npz", *flat)
       open(out + "/eval.txt", "w").write(repr(res["eval"]["mlm_loss"]))
 """)
+
+
+PREEMPT_PROC = textwrap.dedent("""
+    import json, os, signal, sys, threading
+    pid, port, out, steps, kill_after = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax
+    jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=pid)
+    sys.path.insert(0, "tests")
+    from train_testlib import tiny_config
+    from bert_jax import train
+    c = tiny_config("bert", steps=steps)
+    c.mesh.update(preset="fsdp", data=2, fsdp=-1, tensor=1)
+    c.log.every_steps = 10**6
+    c.eval.every_steps = 10**6
+    if kill_after > 0 and pid == 1:  # the preemption notice reaches this host only
+      threading.Timer(kill_after, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    res = train.train_and_evaluate(c, out + "/work")
+    json.dump({"status": res["status"], "step": res["step"], "saved": res["checkpoint_steps"]},
+              open(out + f"/result{pid}.json", "w"))
+""")
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tmp_path):
+  """Two processes (jax.distributed); SIGTERM reaches process 1 only, mid-run. Both must stop at
+  the same step with a checkpoint there (no hang in the collective save), then resume from it."""
+  script = tmp_path / "run.py"
+  script.write_text(PREEMPT_PROC)
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  env.pop("XLA_FLAGS", None)
+
+  def launch(steps, kill_after):
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, str(script), str(i), port, str(tmp_path), str(steps),
+                               str(kill_after)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
+    return [json.loads((tmp_path / f"result{i}.json").read_text()) for i in range(2)], outs
+
+  (a, b), _ = launch(10**6, kill_after=25.0)
+  assert a["status"] == b["status"] == "preempted", (a, b)
+  assert a["step"] == b["step"] > 0 and a["step"] in a["saved"], (a, b)
+  k = a["step"]
+  (a2, b2), outs = launch(k + 2, kill_after=0)
+  assert a2["status"] == b2["status"] == "done" and a2["step"] == b2["step"] == k + 2, (a2, b2)
+  assert f"Resumed from step {k}" in outs[0], outs[0][-3000:]
 
 
 def _free_port():
