@@ -94,3 +94,22 @@ def test_one_step_fsdp_tp_matches_single_device(family):
 @pytest.mark.parametrize("family", ["bert", "albert", "electra"])
 def test_one_step_every_preset_matches_single_device(family):
   _check_family(family, list(MESHES.items()))
+
+
+def test_aot_compile_reports_fsdp_sharded_state():
+  """bert_jax.benchmarks.aot_compile on the 8 fake CPU devices: FSDP holds about 1/4 of the
+  state per device that data parallelism holds (XLA's memory analysis of the compiled step)."""
+  from bert_jax.benchmarks import aot_compile  # pylint: disable=g-import-not-at-top
+  reports = {}
+  for preset, data, fsdp in (("dp", 8, 1), ("fsdp", 2, 4)):
+    c = tiny_config("bert", batch=16, seq=32)
+    c.model.update(hidden_size=64, intermediate_size=256, vocab_size=512)
+    c.mesh.update(preset=preset, data=data, fsdp=fsdp, tensor=1)
+    reports[preset] = aot_compile.report(c, "cpu")
+  dp, fs = reports["dp"], reports["fsdp"]
+  state_bytes = 3 * 4 * dp.params  # float32 params + Adam's two moments
+  assert dp.mesh == {"data": 8, "fsdp": 1, "tensor": 1} and fs.mesh == {"data": 2, "fsdp": 4, "tensor": 1}
+  assert state_bytes <= dp.argument_bytes < 1.2 * state_bytes, (dp, state_bytes)
+  assert 0.2 * dp.argument_bytes < fs.argument_bytes < 0.35 * dp.argument_bytes, (fs, dp)
+  assert dp.flops > 0 and dp.peak_bytes >= dp.argument_bytes
+  assert any("per device" in line for line in fs.lines())
