@@ -206,6 +206,17 @@ def test_xla_compiled_masking_is_identical(env, strategy):
     np.testing.assert_array_equal(eager[k].numpy(), xla[k].numpy())
 
 
+@pytest.mark.parametrize("token_range", ["non_special", "all"])
+def test_random_ids_by_shifting_equal_the_table(env, token_range):
+  c, tok, _ = env
+  c = c.copy_and_resolve_references()
+  c.random_token_range = token_range
+  spec = masking.spec_from_config(c, tok)
+  i = tf.range(len(spec.random_ids))
+  got = masking._take_random_ids(spec.random_ids, tok.vocab_size, i)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(got.numpy(), spec.random_ids)
+
+
 @pytest.mark.parametrize("overrides,key", [
     (dict(mask_rate=0.0), "mask_rate"),
     (dict(mask_rate=1.5), "mask_rate"),
