@@ -18,6 +18,11 @@ Instance kinds (config.data.instances):
   full_sentences  RoBERTa: consecutive sentences of one document up to the length, one
                   segment; with pack_examples several such chunks (from consecutive
                   documents) share a row, told apart by segment_ids/position_ids.
+
+nsp, sop and segments walk each document in Python (per-document random draws);
+full_sentences is computed for all documents at once in numpy. Unpacked rows are
+written by dense [N, L] passes (or scattered when rows are mostly padding), already in
+the caller's shuffled order (`row_order`).
 """
 
 from __future__ import annotations

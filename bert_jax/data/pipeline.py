@@ -1,7 +1,8 @@
-"""The training/eval input: documents -> rows (numpy) -> batched TF masking -> numpy dicts.
+"""The training/eval input: documents -> rows (numpy) -> TF masking -> numpy batch dicts.
 
-Only the masking is TF (a tf.function on whole batches); see `_Stream` for why the
-stages are two threads rather than a tf.data.Dataset.from_generator chain.
+Only the masking is TF (a tf.function on pieces of ~2**19 tokens, cut into batches
+afterwards); see `_Stream` for why the stages are two threads rather than a tf.data
+chain.
 
 Stream layout (per host): epoch e holds this host's documents' rows in a permutation
 keyed by (seed, e, process_index); epochs are concatenated and cut into batches of
@@ -168,34 +169,33 @@ def _mask_fn(spec: masking.MaskingSpec, length: int):
     sig = {k: tf.TensorSpec([None, length], tf.int32) for k in ("input_ids", "input_mask")}
     # XLA fuses the span/n-gram while_loop body (2x faster on CPU); integer hash ops make
     # the result identical to the unfused graph (tests/test_masking.py checks it). XLA
-    # compiles once per row count, so callers pad pieces to a few sizes (`_padded_size`).
+    # compiles once per row count, so `_Stream` pads every piece to chunk_rows rows.
     _MASK_FNS[key] = tf.function(lambda b, k: masking.mask_batch(spec, b, k),
                                  input_signature=[sig, tf.TensorSpec([None], tf.uint32)],
                                  jit_compile=spec.strategy in _XLA_STRATEGIES)
   return _MASK_FNS[key]
 
 
-def _padded_size(n: int, chunk_rows: int) -> int:
-  """Row count a piece of n rows is padded to: chunk_rows or a power of two below it."""
-  return min(chunk_rows, 1 << max(0, n - 1).bit_length())
-
-
-def default_chunk_rows(batch_size: int, length: int) -> int:
-  """Rows masked per TF call: about 2**19 tokens (per-call overhead dominates below that
-  on CPU; measured 43k rows/s at 256 x 128 vs 116k at 4096 x 128), at least a batch."""
-  return max(batch_size, (1 << 19) // length)
+def default_chunk_rows(batch_size: int, length: int, strategy: str) -> int:
+  """Rows masked per TF call, at least a batch: about 2**19 tokens (TF's per-call cost
+  dominates below that on CPU: 43k rows/s at 256 x 128, 116k at 4096 x 128); 2**16 for
+  the XLA-compiled strategies, whose while_loop runs until the slowest row of the piece is
+  done (no gain from bigger pieces) and whose pieces are padded to one compiled size."""
+  return max(batch_size, (1 << (16 if strategy in _XLA_STRATEGIES else 19)) // length)
 
 
 class _Stream:
   """Row pieces (Python, one thread) -> TF masking + batching (a second thread) -> numpy
   batches.
 
-  Two threads and bounded queues instead of tf.data.Dataset.from_generator: the row
-  builder holds the GIL while TF masking releases it, so they overlap, and this avoids
-  from_generator's per-batch py_func cost (measured 55k -> 35k rows/s on 2 cores).
-  Masking runs on pieces of `chunk_rows` rows, not per batch: each row's masks depend
+  Two threads and bounded queues instead of tf.data: the row builder holds the GIL while
+  TF masking releases it, so they overlap. Masking runs on pieces of `chunk_rows` rows,
+  not per batch (TF's per-call cost dominates at 256 x 128); each row's masks depend
   only on its key, so the piece size changes speed, never the stream. The order is
-  fixed (one masking thread), so the stream stays deterministic.
+  fixed (one masking thread), so the stream stays deterministic. Measured on 2 cores:
+  from_generator per batch 55k -> 35k rows/s; from_generator(pieces) -> map(masking,
+  max_intra_op_parallelism=1) -> rebatch took twice the CPU time per row of these
+  threads (the copies into and out of tf.data).
   """
 
   _END = object()
@@ -242,7 +242,7 @@ class _Stream:
 
   def _masked(self, piece: dict) -> dict:
     n = len(piece["keys"])
-    pad = _padded_size(n, self._chunk_rows) - n if self._xla else 0
+    pad = self._chunk_rows - n if self._xla else 0
     ids, mask, keys = piece["input_ids"], piece["input_mask"], piece["keys"]
     if pad:
       ids = np.pad(ids, [(0, pad), (0, 0)], constant_values=self._pad_id)
@@ -305,7 +305,7 @@ class _Stream:
 def _stream(data_config, tokenizer, spec, corpus, *, batch_size, process_index, process_count,
             seed, start_batch, stats, limit=None, chunk_rows=None) -> _Stream:
   L = data_config.max_seq_length
-  chunk_rows = chunk_rows or default_chunk_rows(batch_size, L)
+  chunk_rows = chunk_rows or default_chunk_rows(batch_size, L, spec.strategy)
   if limit is not None:
     chunk_rows = min(chunk_rows, limit * batch_size)
   pieces = _row_chunks(corpus, data_config, tokenizer, chunk_rows=chunk_rows,
