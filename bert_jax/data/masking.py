@@ -24,6 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 STRATEGIES = ("token", "whole_word", "ngram", "span", "electra")
+# Masked under XLA by the pipeline (a fused while_loop); the others in TF's kernels.
+XLA_STRATEGIES = ("ngram", "span")
 
 # Streams of the hash RNG (any distinct constants).
 _S_SCORE, _S_REPLACE, _S_START, _S_LENGTH = 1, 2, 1000, 500_000
@@ -187,19 +189,26 @@ def _select_tokens(spec, keys, cand, budget):
   return idx, ok, selected
 
 
-def _first_positions(selected, P: int):
-  """Columns of the first P selected tokens per row, increasing; L where fewer."""
+def _first_positions(selected, P: int, xla: bool):
+  """Columns of the first P selected tokens per row, increasing; L where fewer.
+
+  The (k+1)-th selected column is the number of columns whose running count of selected
+  tokens is <= k: tf.searchsorted in TF's kernels (4x cheaper than a sort of [B, L]), a
+  binary search by flat gathers under XLA (where searchsorted is 10x slower).
+  """
   L = selected.shape[1]
   cs = tf.cumsum(tf.cast(selected, tf.int32), axis=1)  # nondecreasing per row
   k = tf.range(P)[None, :] + tf.zeros_like(cs[:, :1])
-  # Binary search: lo = #columns j with cs[j] <= k = column of the (k+1)-th selected.
+  if not xla:
+    return tf.searchsorted(cs, k, side="right")
+  flat = tf.reshape(cs, [-1])
+  base = (tf.range(tf.shape(cs)[0]) * L)[:, None]
   lo = tf.zeros_like(k)
   step = 1 << (L.bit_length() - 1)
   while step:
     probe = lo + step
-    ok = probe <= L
-    val = tf.gather(cs, tf.minimum(probe, L) - 1, batch_dims=1)
-    lo = tf.where(ok & (val <= k), probe, lo)
+    val = tf.gather(flat, base + tf.minimum(probe, L) - 1)
+    lo = tf.where((probe <= L) & (val <= k), probe, lo)
     step >>= 1
   return lo
 
@@ -334,7 +343,7 @@ def mask_batch(spec: MaskingSpec, batch: dict, keys) -> dict:
     else:
       selected, out["span_length_hist"] = _select_spans(spec, keys, cand, wid, budget)
     # Positions in increasing order (selected never holds more than P tokens).
-    positions = _first_positions(selected, P)
+    positions = _first_positions(selected, P, xla=spec.strategy in XLA_STRATEGIES)
   weights = positions < L
   positions = tf.where(weights, positions, 0)
   # One hash per token decides both the replacement (high 12 bits) and the random id

@@ -157,7 +157,7 @@ def _row_chunks(corpus, data_config, tokenizer, *, chunk_rows: int, process_inde
 
 
 _MASK_FNS: dict = {}
-_XLA_STRATEGIES = ("ngram", "span")
+_XLA_STRATEGIES = masking.XLA_STRATEGIES
 
 
 def _mask_fn(spec: masking.MaskingSpec, length: int):
