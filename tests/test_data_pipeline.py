@@ -277,6 +277,11 @@ def test_bad_process_index(env):
     pipeline.train_iterator(env[0], env[1], batch_size=B, process_index=2, process_count=2)
 
 
+def test_bad_chunk_rows(env):
+  with pytest.raises(ValueError, match="chunk_rows"):
+    pipeline.train_iterator(env[0], env[1], batch_size=B, chunk_rows=-4)
+
+
 def test_builtin_corpus_default(tmp_path):
   """The default source needs nothing but the interpreter; built once, then cached."""
   from bert_jax.data import corpora  # pylint: disable=g-import-not-at-top

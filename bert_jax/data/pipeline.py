@@ -322,6 +322,9 @@ def train_iterator(data_config, tokenizer, *, batch_size: int, process_index: in
   chunk_rows: rows masked per TF call (default `default_chunk_rows`); it changes speed
   and memory, never the batches.
   """
+  if chunk_rows is not None and chunk_rows < 1:
+    raise ValueError(f"chunk_rows={chunk_rows} must be >= 1 (rows masked per TF call), or None "
+                     "for the default.")
   spec = validate(data_config, batch_size, process_index, process_count, tokenizer)
   seed = data_config.seed if seed is None else seed
   stats = stats if stats is not None else {}
