@@ -111,6 +111,61 @@ def test_sop_swaps_segments(env):
   assert min(checked) > 5
 
 
+def test_full_sentences_chunks_match_the_greedy_rule(env):
+  """The vectorized RoBERTa chunking equals the greedy per-document loop it replaces."""
+  c, tok = env
+  corpus = pipeline.load_corpus(c, tok, "train", 0, 1).select(np.arange(300))
+  sp = inst_lib.Specials(tok.cls_id, tok.sep_id, tok.pad_id)
+  for length in (16, 64):
+    rows = inst_lib.build_rows(corpus, kind="full_sentences", max_seq_length=length,
+                               short_seq_prob=0.0, pack=False, specials=sp, seed=0, epoch=0)
+    expected = []
+    for d in range(corpus.num_docs):
+      chunk = []
+      for sent in corpus.document(d):
+        sent = sent.tolist()
+        for k in range(0, len(sent), length - 3):  # long sentences are cut into pieces
+          piece = sent[k:k + length - 3]
+          if chunk and len(chunk) + len(piece) > length - 2:
+            expected.append(chunk)
+            chunk = []
+          chunk = chunk + piece
+      expected.append(chunk)
+    got = [r[1:m.sum() - 1].tolist() for r, m in zip(rows["input_ids"], rows["input_mask"])]
+    assert len(expected) > corpus.num_docs and got == expected
+
+
+@pytest.mark.parametrize("kind", ["nsp", "full_sentences"])
+def test_dense_and_scattered_row_fill_agree(env, kind, monkeypatch):
+  c, tok = env
+  corpus = pipeline.load_corpus(c, tok, "train", 0, 1).select(np.arange(200))
+  kw = dict(kind=kind, max_seq_length=L, short_seq_prob=0.1, pack=False, seed=0, epoch=2,
+            specials=inst_lib.Specials(tok.cls_id, tok.sep_id, tok.pad_id))
+  order = lambda n: np.random.default_rng(n).permutation(n)
+  out = []
+  for threshold in (0.0, 2.0):  # always dense, never dense
+    monkeypatch.setattr(inst_lib, "DENSE_FILL_MIN", threshold)
+    out.append(inst_lib.build_rows(corpus, **kw))
+    out.append(inst_lib.build_rows(corpus, row_order=order, **kw))
+  perm = order(len(out[0]["input_ids"]))
+  for k in KEYS:
+    if k in out[0]:
+      np.testing.assert_array_equal(out[0][k], out[2][k], err_msg=k)
+      np.testing.assert_array_equal(out[0][k][perm], out[1][k], err_msg=k)
+      np.testing.assert_array_equal(out[1][k], out[3][k], err_msg=k)
+
+
+def test_masking_piece_size_does_not_change_the_stream(env):
+  """Rows are masked in pieces of chunk_rows rows; any piece size gives the same batches
+  (span: XLA-compiled, pieces padded to a few sizes)."""
+  c, tok = cfg(env, masking="span"), env[1]
+  a = take(pipeline.train_iterator(c, tok, batch_size=B, chunk_rows=B), 6)
+  b = take(pipeline.train_iterator(c, tok, batch_size=B, chunk_rows=3 * B + 5), 6)
+  for x, y in zip(a, b):
+    for k in KEYS:
+      np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
 def test_same_seed_same_stream_and_other_seed_differs(env):
   c, tok = cfg(env, masking="ngram"), env[1]
   a = take(pipeline.train_iterator(c, tok, batch_size=B), 3)
@@ -220,6 +275,11 @@ def test_bad_config_raises_early(env, overrides, match):
 def test_bad_process_index(env):
   with pytest.raises(ValueError, match="process_index"):
     pipeline.train_iterator(env[0], env[1], batch_size=B, process_index=2, process_count=2)
+
+
+def test_bad_chunk_rows(env):
+  with pytest.raises(ValueError, match="chunk_rows"):
+    pipeline.train_iterator(env[0], env[1], batch_size=B, chunk_rows=-4)
 
 
 def test_builtin_corpus_default(tmp_path):

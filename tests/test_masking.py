@@ -206,6 +206,30 @@ def test_xla_compiled_masking_is_identical(env, strategy):
     np.testing.assert_array_equal(eager[k].numpy(), xla[k].numpy())
 
 
+@pytest.mark.parametrize("xla", [False, True])
+def test_first_positions(xla):
+  """Selected columns in increasing order, L past the last (both search methods)."""
+  rng = np.random.default_rng(0)
+  sel = rng.random((64, 100)) < rng.random((64, 1)) * 0.3
+  sel &= np.cumsum(sel, 1) <= 12  # at most P selected, as masking guarantees
+  fn = tf.function(lambda s: masking._first_positions(s, 12, xla=xla), jit_compile=xla)  # pylint: disable=protected-access
+  got = fn(tf.constant(sel)).numpy()
+  for row, g in zip(sel, got):
+    cols = np.nonzero(row)[0]
+    np.testing.assert_array_equal(g, np.concatenate([cols, np.full(12 - len(cols), 100)]))
+
+
+@pytest.mark.parametrize("token_range", ["non_special", "all"])
+def test_random_ids_by_shifting_equal_the_table(env, token_range):
+  c, tok, _ = env
+  c = c.copy_and_resolve_references()
+  c.random_token_range = token_range
+  spec = masking.spec_from_config(c, tok)
+  i = tf.range(len(spec.random_ids))
+  got = masking._take_random_ids(spec.random_ids, tok.vocab_size, i)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(got.numpy(), spec.random_ids)
+
+
 @pytest.mark.parametrize("overrides,key", [
     (dict(mask_rate=0.0), "mask_rate"),
     (dict(mask_rate=1.5), "mask_rate"),

@@ -3,9 +3,11 @@ r"""Input pipeline throughput after tokenization, vs HF DataCollatorForLanguageM
   python -m bert_jax.benchmarks.data_pipeline            # builtin corpus, lengths 128 and 512
   python -m bert_jax.benchmarks.data_pipeline --text_glob='../shared/data/wikitext-2-raw/*.raw'
 
-Ours ("bert_jax"): rows from the tokenized corpus (NSP instance building, shuffling,
-batching) + masking in TF + numpy output, i.e. everything after tokenization, timed over
-several epochs' worth of batches (instance building of new epochs included).
+Ours ("bert_jax"): rows from the tokenized corpus (instance building, shuffling, batching)
++ masking in TF + numpy output, i.e. everything after tokenization, timed over several
+epochs' worth of batches (instance building of new epochs included). --runs lists the
+instance kind and masking of each row (default: RoBERTa-style full_sentences with token
+masking, the headline, then BERT's nsp with token, whole_word and span masking).
 HF: DataCollatorForLanguageModeling (mlm_probability 0.15, 80/10/10, PyTorch) called on
 the same rows' token ids as lists (its usual input): it pads, builds the special-token
 mask and masks, nothing else. "HF core" calls torch_mask_tokens on an already padded
@@ -28,10 +30,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "configs"))
 
 
-def _config(args, length: int, masking: str):
+def _config(args, length: int, masking: str, instances: str = "nsp"):
   import common  # pylint: disable=g-import-not-at-top
   c = common.data_config(max_seq_length=length, max_predictions_per_seq=round(length * 0.15 + 0.5),
-                         masking=masking, instances=args.instances)
+                         masking=masking, instances=instances)
   c.tokenizer.vocab_size = args.vocab_size
   c.tokenizer.train_sentences = 50_000
   if args.text_glob:
@@ -97,10 +99,10 @@ def main(argv=None):
   p.add_argument("--workdir", default=str(ROOT / "runs" / "bench_data"))
   p.add_argument("--text_glob", default="")
   p.add_argument("--text_format", default="document_per_line")
-  p.add_argument("--instances", default="nsp")
+  p.add_argument("--runs", default="full_sentences:token,nsp:token,nsp:whole_word,nsp:span",
+                 help="comma separated instances:masking pairs")
   p.add_argument("--lengths", default="128,512")
   p.add_argument("--batch_size", type=int, default=256)
-  p.add_argument("--maskings", default="token,whole_word,span")
   p.add_argument("--vocab_size", type=int, default=8000)
   p.add_argument("--seconds", type=float, default=8.0)
   args = p.parse_args(argv)
@@ -109,36 +111,42 @@ def main(argv=None):
   from bert_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
 
-  results = []
+  runs = [tuple(r.split(":")) for r in args.runs.split(",")]
+  kinds = list(dict.fromkeys(k for k, _ in runs))
+  results = []  # (length, instance kind, name, sequences/s)
   for length in (int(x) for x in args.lengths.split(",")):
     base = _config(args, length, "token")
     tok = tokenizers.build_or_load(base, args.workdir, process_index=0)
     corpus = pipeline.load_corpus(base, tok, "train", 0, 1)  # tokenize (cached) before timing
-    for masking in args.maskings.split(","):
-      c = _config(args, length, masking)
-      it = pipeline.train_iterator(c, tok, batch_size=args.batch_size)
-      rate = _rate(it, args.batch_size, args.seconds)
-      results.append((length, f"bert_jax {args.instances} + {masking}", rate))
-      print(f"L={length} {masking}: {rate:,.0f} seq/s", flush=True)
-    rows = inst_lib.build_rows(corpus, kind=args.instances, max_seq_length=length,
-                               short_seq_prob=base.short_seq_prob, pack=False,
-                               specials=inst_lib.Specials(tok.cls_id, tok.sep_id, tok.pad_id),
-                               seed=0, epoch=0)
-    collate, core, threads = _hf(tok, rows, args.batch_size, args.seconds)
-    results.append((length, f"HF DataCollatorForLanguageModeling (lists of ids, {threads} torch "
-                    "thread(s))", collate))
-    results.append((length, "HF torch_mask_tokens only (padded tensor + special mask)", core))
-    print(f"L={length} HF collator: {collate:,.0f} seq/s, core: {core:,.0f} seq/s "
-          f"({threads} torch threads)", flush=True)
+    for kind in kinds:
+      for masking in (m for k, m in runs if k == kind):
+        c = _config(args, length, masking, kind)
+        it = pipeline.train_iterator(c, tok, batch_size=args.batch_size)
+        rate = _rate(it, args.batch_size, args.seconds)
+        it.close()
+        results.append((length, kind, f"bert_jax {kind} + {masking}", rate))
+        print(f"L={length} {kind} + {masking}: {rate:,.0f} seq/s", flush=True)
+      # HF masks the token ids of the same kind of rows, measured right after ours.
+      rows = inst_lib.build_rows(corpus, kind=kind, max_seq_length=length,
+                                 short_seq_prob=base.short_seq_prob, pack=False,
+                                 specials=inst_lib.Specials(tok.cls_id, tok.sep_id, tok.pad_id),
+                                 seed=0, epoch=0)
+      collate, core, threads = _hf(tok, rows, args.batch_size, args.seconds)
+      results.append((length, kind, f"HF DataCollatorForLanguageModeling on {kind} rows "
+                      f"(lists of ids, {threads} torch thread(s))", collate))
+      results.append((length, kind, f"HF torch_mask_tokens only on {kind} rows (padded tensor "
+                      "+ special mask)", core))
+      print(f"L={length} HF collator on {kind} rows: {collate:,.0f} seq/s, core: {core:,.0f} "
+            f"seq/s ({threads} torch threads)", flush=True)
 
   print(f"\nbatch {args.batch_size}, {os.cpu_count()} CPU cores, "
         f"corpus: {args.text_glob or 'builtin'}, load average {os.getloadavg()[0]:.1f}\n")
-  print("| length | pipeline | sequences/s | vs HF collator |")
+  print("| length | pipeline | sequences/s | vs HF collator (same rows) |")
   print("|---:|---|---:|---:|")
-  for length, name, rate in results:
-    ref = next(r for l, n, r in results if l == length and n.startswith("HF DataCollator"))
+  for length, kind, name, rate in results:
+    ref = next(r for l, k, n, r in results
+               if l == length and k == kind and n.startswith("HF DataCollator"))
     print(f"| {length} | {name} | {rate:,.0f} | {rate / ref:.1f}x |")
-
 
 if __name__ == "__main__":
   main()

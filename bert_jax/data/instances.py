@@ -18,17 +18,25 @@ Instance kinds (config.data.instances):
   full_sentences  RoBERTa: consecutive sentences of one document up to the length, one
                   segment; with pack_examples several such chunks (from consecutive
                   documents) share a row, told apart by segment_ids/position_ids.
+
+nsp, sop and segments walk each document in Python (per-document random draws);
+full_sentences is computed for all documents at once in numpy. Unpacked rows are
+written by dense [N, L] passes (or scattered when rows are mostly padding), already in
+the caller's shuffled order (`row_order`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 INSTANCE_KINDS = ("nsp", "sop", "segments", "full_sentences")
+# Unpacked rows are filled by dense [N, L] passes when they are at least this full on
+# average (cheaper then), else by scattering the tokens (cheaper for short rows).
+DENSE_FILL_MIN = 0.4
 
 
 @dataclasses.dataclass
@@ -252,14 +260,32 @@ def _segment_instances(o, max_seq_length, rng, out):
     make(first, n_sent)
 
 
-def _full_sentence_instances(o, max_seq_length, out):
-  first = 0
-  for j in range(1, len(o) - 1):
-    if o[j + 1] - o[first] > max_seq_length - 2:
-      out.append((o[first], o[j], o[j], o[j], 0))
-      first = j
-  if len(o) > 1:
-    out.append((o[first], o[-1], o[-1], o[-1], 0))
+def _full_sentence_instances(offsets, doc_first, max_seq_length):
+  """RoBERTa chunks of all documents at once: [K, 5] instances in document order.
+
+  A chunk starting at sentence s ends before the first sentence that would take it past
+  max_seq_length - 2 tokens (or at the document's end); every document is walked in
+  lockstep, one chunk per step, so the loop runs max(chunks per document) times.
+  """
+  o = np.asarray(offsets, np.int64)
+  first = np.asarray(doc_first, np.int64)
+  # Sentence index one past the last that fits, for a chunk starting at each sentence.
+  fits = np.searchsorted(o, o[:-1] + (max_seq_length - 2), side="right") - 1
+  doc_end = np.repeat(first[1:], np.diff(first))  # per sentence: its document's end
+  nxt = np.minimum(np.maximum(fits, np.arange(len(o) - 1) + 1), doc_end)
+  cur, end = first[:-1], first[1:]
+  starts = []
+  while True:
+    live = cur < end
+    if not live.any():
+      break
+    cur, end = cur[live], end[live]
+    starts.append(cur)
+    cur = nxt[cur]
+  s0 = np.sort(np.concatenate(starts)) if starts else np.zeros([0], np.int64)
+  s1 = nxt[s0]
+  a0, a1 = o[s0], o[s1]
+  return np.stack([a0, a1, a1, a1, np.zeros_like(a0)], axis=1)
 
 
 def _ranges(starts, lengths):
@@ -274,8 +300,11 @@ def _ranges(starts, lengths):
 
 def build_rows(corpus: TokenizedCorpus, *, kind: str, max_seq_length: int,
                short_seq_prob: float, pack: bool, specials: Specials, seed: int, epoch: int,
-               stats: dict | None = None) -> dict[str, np.ndarray]:
-  """All rows of one epoch over `corpus`, in document order (the caller shuffles)."""
+               stats: dict | None = None,
+               row_order: Callable[[int], np.ndarray] | None = None) -> dict[str, np.ndarray]:
+  """All rows of one epoch over `corpus`, in document order, or in the order
+  `row_order(num_rows)` (a permutation: row i of the result is row_order(n)[i] of the
+  document order), which costs nothing extra when rows are not packed."""
   if kind not in INSTANCE_KINDS:
     raise ValueError(f"config.data.instances={kind!r}; choose one of {INSTANCE_KINDS}.")
   stats = stats if stats is not None else {}
@@ -283,20 +312,27 @@ def build_rows(corpus: TokenizedCorpus, *, kind: str, max_seq_length: int,
   offsets, doc_first = _split_offsets(corpus, L - 3, stats)
   bounds_of = lambda i: offsets[doc_first[i]:doc_first[i + 1] + 1]
   insts: list[tuple] = []
-  for i in range(corpus.num_docs):
-    o = bounds_of(i)
-    if kind in ("nsp", "sop"):
-      rng = _rng(seed, epoch, int(corpus.doc_ids[i]))
-      _pair_instances(corpus, i, o, kind, L, short_seq_prob, rng, stats, insts, bounds_of)
-    elif kind == "segments":
-      _segment_instances(o, L, _rng(seed, epoch, int(corpus.doc_ids[i])), insts)
-    else:
-      _full_sentence_instances(o, L, insts)
-  inst = np.asarray(insts, np.int64).reshape(-1, 5)
+  if kind == "full_sentences":
+    inst = _full_sentence_instances(offsets, doc_first, L)
+  else:
+    for i in range(corpus.num_docs):
+      o = bounds_of(i)
+      if kind in ("nsp", "sop"):
+        rng = _rng(seed, epoch, int(corpus.doc_ids[i]))
+        _pair_instances(corpus, i, o, kind, L, short_seq_prob, rng, stats, insts, bounds_of)
+      else:
+        _segment_instances(o, L, _rng(seed, epoch, int(corpus.doc_ids[i])), insts)
+    inst = np.asarray(insts, np.int64).reshape(-1, 5)
+  if not pack and row_order is not None:
+    inst = inst[row_order(len(inst))]
   a0, a1, b0, b1, label = inst.T
   la, lb = a1 - a0, b1 - b0
   hasb = lb > 0
   n = la + 2 + np.where(hasb, lb + 1, 0)
+  if not pack and n.sum() >= DENSE_FILL_MIN * len(n) * L:
+    stats["rows"] = stats.get("rows", 0) + len(n)
+    stats["instances"] = stats.get("instances", 0) + len(n)
+    return _fill_rows(corpus.tokens, inst, L, specials)
   # Rows: each instance is [CLS] a [SEP] (b [SEP]); packing puts several in one row.
   if pack:
     row = np.zeros(len(n), np.int64)
@@ -340,4 +376,34 @@ def build_rows(corpus: TokenizedCorpus, *, kind: str, max_seq_length: int,
   out["next_sentence_labels"] = labels
   stats["rows"] = stats.get("rows", 0) + N
   stats["instances"] = stats.get("instances", 0) + len(n)
+  if pack and row_order is not None:
+    perm = row_order(N)
+    out = {k: v[perm] for k, v in out.items()}
   return out
+
+
+def _fill_rows(tokens, inst, L: int, specials: Specials) -> dict[str, np.ndarray]:
+  """One instance per row, [CLS] a [SEP] (b [SEP]) then padding: dense [N, L] passes
+  (a gather of token ids and a few selects), several times faster than scattering."""
+  a0, a1, b0, b1, label = (x[:, None] for x in inst.T)
+  la, lb = a1 - a0, b1 - b0
+  hasb = lb > 0
+  n = la + 2 + np.where(hasb, lb + 1, 0)
+  col = np.arange(L, dtype=np.int64)[None, :]
+  in_a = col <= la  # columns 1..la hold A (column 0 is [CLS])
+  src = np.where(in_a, a0 - 1 + col, b0 - la - 2 + col)
+  ids = np.take(tokens, src, mode="clip").astype(np.int32, copy=False)  # fixed up below
+  sep = (col == la + 1) | (hasb & (col == n - 1))
+  ids[sep] = specials.sep_id
+  ids[:, 0] = specials.cls_id
+  mask = col < n
+  ids[~mask] = specials.pad_id
+  input_mask = mask.astype(np.int32)
+  return {
+      "input_ids": ids,
+      "input_mask": input_mask,
+      "token_type_ids": (mask & (col > la + 1)).astype(np.int32),
+      "segment_ids": input_mask.copy(),
+      "position_ids": np.broadcast_to(np.arange(L, dtype=np.int32), (len(inst), L)).copy(),
+      "next_sentence_labels": label[:, 0].astype(np.int32),
+  }

@@ -1,7 +1,8 @@
-"""The training/eval input: documents -> rows (numpy) -> batched TF masking -> numpy dicts.
+"""The training/eval input: documents -> rows (numpy) -> TF masking -> numpy batch dicts.
 
-Only the masking is TF (a tf.function on whole batches); see `_Stream` for why the
-stages are two threads rather than a tf.data.Dataset.from_generator chain.
+Only the masking is TF (a tf.function on pieces of ~2**19 tokens, cut into batches
+afterwards); see `_Stream` for why the stages are two threads rather than a tf.data
+chain.
 
 Stream layout (per host): epoch e holds this host's documents' rows in a permutation
 keyed by (seed, e, process_index); epochs are concatenated and cut into batches of
@@ -126,78 +127,90 @@ def load_corpus(data_config, tokenizer, split: str, process_index: int, process_
 
 # ----------------------------------------------------------------------------- stream
 
-def _row_batches(corpus, data_config, tokenizer, *, batch_size: int, process_index: int,
-                 process_count: int, seed: int, start_batch: int, stats: dict,
-                 max_epochs: int | None = None) -> Iterator[dict]:
-  """Numpy batches of unmasked rows plus uint32 masking keys, from batch `start_batch`."""
+def _row_chunks(corpus, data_config, tokenizer, *, chunk_rows: int, process_index: int,
+                process_count: int, seed: int, start_row: int, stats: dict,
+                max_epochs: int | None = None) -> Iterator[dict]:
+  """Unmasked rows (numpy) plus uint32 masking keys in stream order from row `start_row`,
+  in pieces of at most `chunk_rows` rows (a piece never crosses an epoch boundary)."""
   c = data_config
   specials = inst_lib.Specials(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
-  to_skip = start_batch * batch_size
-  carry: dict | None = None
+  to_skip = start_row
   epoch = 0
   while max_epochs is None or epoch < max_epochs:
+    shuffle = np.random.default_rng([seed, epoch, process_index, 0x5EED]).permutation
     rows = inst_lib.build_rows(corpus, kind=c.instances, max_seq_length=c.max_seq_length,
                                short_seq_prob=c.short_seq_prob, pack=c.pack_examples,
-                               specials=specials, seed=seed, epoch=epoch, stats=stats)
+                               specials=specials, seed=seed, epoch=epoch, stats=stats,
+                               row_order=shuffle)
     n = len(rows["next_sentence_labels"])
     if n == 0:
       raise ValueError(f"Process {process_index} built no instances from {corpus.num_docs} "
                        f"documents (stats: {stats}); the corpus is too small.")
-    if to_skip >= n:  # skip whole epochs without permuting or masking them
+    if to_skip >= n:  # skip whole epochs without masking them
       to_skip -= n
       epoch += 1
       continue
-    perm = np.random.default_rng([seed, epoch, process_index, 0x5EED]).permutation(n)
-    rows = {k: v[perm] for k, v in rows.items()}
     rows["keys"] = masking.example_keys(seed, epoch,
                                         np.arange(n, dtype=np.int64) * process_count +
                                         process_index)
-    start, to_skip = to_skip, 0
-    while start < n:
-      take = batch_size - (0 if carry is None else len(carry["keys"]))
-      part = {k: v[start:start + take] for k, v in rows.items()}
-      start += take
-      carry = part if carry is None else {k: np.concatenate([carry[k], part[k]])
-                                          for k in part}
-      if len(carry["keys"]) == batch_size:
-        yield carry
-        carry = None
+    for start in range(to_skip, n, chunk_rows):
+      yield {k: v[start:start + chunk_rows] for k, v in rows.items()}
+    to_skip = 0
     epoch += 1
 
 
 _MASK_FNS: dict = {}
+_XLA_STRATEGIES = masking.XLA_STRATEGIES
 
 
-def _mask_fn(spec: masking.MaskingSpec, batch_size: int, length: int):
-  """The compiled masking function, cached so repeated eval iterators do not retrace."""
+def _mask_fn(spec: masking.MaskingSpec, length: int):
+  """The compiled masking function (any number of rows), cached so repeated eval
+  iterators do not retrace."""
   key = (tuple((f, v.tobytes() if isinstance(v, np.ndarray) else v)
-               for f, v in vars(spec).items()), batch_size, length)
+               for f, v in vars(spec).items()), length)
   if key not in _MASK_FNS:
-    sig = {k: tf.TensorSpec([batch_size, length], tf.int32) for k in ("input_ids", "input_mask")}
+    sig = {k: tf.TensorSpec([None, length], tf.int32) for k in ("input_ids", "input_mask")}
     # XLA fuses the span/n-gram while_loop body (2x faster on CPU); integer hash ops make
-    # the result identical to the unfused graph (tests/test_masking.py checks it).
+    # the result identical to the unfused graph (tests/test_masking.py checks it). XLA
+    # compiles once per row count, so `_Stream` pads every piece to chunk_rows rows.
     _MASK_FNS[key] = tf.function(lambda b, k: masking.mask_batch(spec, b, k),
-                                 input_signature=[sig, tf.TensorSpec([batch_size], tf.uint32)],
-                                 jit_compile=spec.strategy in ("ngram", "span"))
+                                 input_signature=[sig, tf.TensorSpec([None], tf.uint32)],
+                                 jit_compile=spec.strategy in _XLA_STRATEGIES)
   return _MASK_FNS[key]
 
 
-class _Stream:
-  """Row batches (Python, one thread) -> TF masking (a second thread) -> numpy batches.
+def default_chunk_rows(batch_size: int, length: int, strategy: str) -> int:
+  """Rows masked per TF call, at least a batch: about 2**19 tokens (TF's per-call cost
+  dominates below that on CPU: 43k rows/s at 256 x 128, 116k at 4096 x 128); 2**16 for
+  the XLA-compiled strategies, whose while_loop runs until the slowest row of the piece is
+  done (no gain from bigger pieces) and whose pieces are padded to one compiled size."""
+  return max(batch_size, (1 << (16 if strategy in _XLA_STRATEGIES else 19)) // length)
 
-  Two threads and bounded queues instead of tf.data.Dataset.from_generator: the row
-  builder holds the GIL while TF masking releases it, so they overlap, and this avoids
-  from_generator's per-batch py_func cost (measured 55k -> 35k rows/s on 2 cores). The
-  order is fixed (one masking thread), so the stream stays deterministic.
+
+class _Stream:
+  """Row pieces (Python, one thread) -> TF masking + batching (a second thread) -> numpy
+  batches.
+
+  Two threads and bounded queues instead of tf.data: the row builder holds the GIL while
+  TF masking releases it, so they overlap. Masking runs on pieces of `chunk_rows` rows,
+  not per batch (TF's per-call cost dominates at 256 x 128); each row's masks depend
+  only on its key, so the piece size changes speed, never the stream. The order is
+  fixed (one masking thread), so the stream stays deterministic. Measured on 2 cores:
+  from_generator per batch 55k -> 35k rows/s; from_generator(pieces) -> map(masking,
+  max_intra_op_parallelism=1) -> rebatch took twice the CPU time per row of these
+  threads (the copies into and out of tf.data).
   """
 
   _END = object()
 
-  def __init__(self, rows: Iterator[dict], spec: masking.MaskingSpec, batch_size: int,
-               length: int, depth: int = 4, limit: int | None = None):
-    self._rows, self._fn, self._limit = rows, _mask_fn(spec, batch_size, length), limit
+  def __init__(self, pieces: Iterator[dict], spec: masking.MaskingSpec, batch_size: int,
+               length: int, chunk_rows: int, pad_id: int, depth: int = 2,
+               limit: int | None = None):
+    self._pieces, self._fn, self._limit = pieces, _mask_fn(spec, length), limit
+    self._batch_size, self._chunk_rows, self._pad_id = batch_size, chunk_rows, pad_id
+    self._xla = spec.strategy in _XLA_STRATEGIES
     self._q_rows: queue.Queue = queue.Queue(depth)
-    self._q_out: queue.Queue = queue.Queue(depth)
+    self._q_out: queue.Queue = queue.Queue(max(4, 2 * chunk_rows // batch_size))
     self._stop = threading.Event()
     self._threads = [threading.Thread(target=self._produce, daemon=True),
                      threading.Thread(target=self._mask, daemon=True)]
@@ -223,29 +236,54 @@ class _Stream:
 
   def _produce(self):
     try:
-      for n, b in enumerate(self._rows):
-        if (self._limit is not None and n >= self._limit) or not self._put(self._q_rows, b):
+      for b in self._pieces:
+        if not self._put(self._q_rows, b):
           break
       self._put(self._q_rows, self._END)
     except BaseException as e:  # pylint: disable=broad-except
       self._put(self._q_rows, e)
 
+  def _masked(self, piece: dict) -> dict:
+    n = len(piece["keys"])
+    pad = self._chunk_rows - n if self._xla else 0
+    ids, mask, keys = piece["input_ids"], piece["input_mask"], piece["keys"]
+    if pad:
+      ids = np.pad(ids, [(0, pad), (0, 0)], constant_values=self._pad_id)
+      mask = np.pad(mask, [(0, pad), (0, 0)])
+      keys = np.pad(keys, [(0, pad)])
+    out = self._fn({"input_ids": ids, "input_mask": mask}, keys)
+    res = {k: v for k, v in piece.items() if k != "keys"}
+    for k in ("input_ids", "masked_lm_positions", "masked_lm_ids", "masked_lm_weights"):
+      res[k] = out[k].numpy()[:n]
+    return res
+
   def _mask(self):
+    carry: dict | None = None
+    emitted = 0
     while True:
-      b = self._get(self._q_rows)
-      if b is self._END or isinstance(b, BaseException):
-        self._put(self._q_out, b)
+      piece = self._get(self._q_rows)
+      if piece is self._END or isinstance(piece, BaseException):
+        self._put(self._q_out, piece)
         return
       try:
-        out = self._fn({"input_ids": b["input_ids"], "input_mask": b["input_mask"]}, b["keys"])
-        res = {k: v for k, v in b.items() if k != "keys"}
-        for k in ("input_ids", "masked_lm_positions", "masked_lm_ids", "masked_lm_weights"):
-          res[k] = out[k].numpy()
+        res = self._masked(piece)
       except BaseException as e:  # pylint: disable=broad-except
         self._put(self._q_out, e)
         return
-      if not self._put(self._q_out, res):
-        return
+      start, n = 0, len(res["input_ids"])
+      while start < n:
+        take = self._batch_size - (0 if carry is None else len(carry["input_ids"]))
+        part = {k: v[start:start + take] for k, v in res.items()}
+        start += take
+        carry = part if carry is None else {k: np.concatenate([carry[k], part[k]])
+                                            for k in part}
+        if len(carry["input_ids"]) == self._batch_size:
+          if not self._put(self._q_out, carry):
+            return
+          emitted, carry = emitted + 1, None
+          if emitted == self._limit:
+            self._put(self._q_out, self._END)
+            return
 
   def __iter__(self):
     return self
@@ -273,10 +311,29 @@ def _streaming(data_config) -> bool:
   return data_config.source == "tfrecord" and data_config.get("stream_window_docs", 0) != 0
 
 
+def _stream(data_config, tokenizer, spec, corpus, *, batch_size, process_index, process_count,
+            seed, start_batch, stats, limit=None, chunk_rows=None) -> _Stream:
+  L = data_config.max_seq_length
+  chunk_rows = chunk_rows or default_chunk_rows(batch_size, L, spec.strategy)
+  if limit is not None:
+    chunk_rows = min(chunk_rows, limit * batch_size)
+  pieces = _row_chunks(corpus, data_config, tokenizer, chunk_rows=chunk_rows,
+                       process_index=process_index, process_count=process_count, seed=seed,
+                       start_row=start_batch * batch_size, stats=stats)
+  return _Stream(pieces, spec, batch_size, L, chunk_rows, tokenizer.pad_id, limit=limit)
+
+
 def train_iterator(data_config, tokenizer, *, batch_size: int, process_index: int = 0,
                    process_count: int = 1, start_batch: int = 0, seed: int | None = None,
-                   stats: dict | None = None) -> Iterator[dict]:
-  """Infinite iterator of numpy batch dicts (per-host batch_size rows); see module doc."""
+                   stats: dict | None = None, chunk_rows: int | None = None) -> Iterator[dict]:
+  """Infinite iterator of numpy batch dicts (per-host batch_size rows); see module doc.
+
+  chunk_rows: rows masked per TF call (default `default_chunk_rows`); it changes speed
+  and memory, never the batches.
+  """
+  if chunk_rows is not None and chunk_rows < 1:
+    raise ValueError(f"chunk_rows={chunk_rows} must be >= 1 (rows masked per TF call), or None "
+                     "for the default.")
   spec = validate(data_config, batch_size, process_index, process_count, tokenizer)
   seed = data_config.seed if seed is None else seed
   stats = stats if stats is not None else {}
@@ -285,12 +342,12 @@ def train_iterator(data_config, tokenizer, *, batch_size: int, process_index: in
     rows = stream.row_batches(data_config, tokenizer, split="train", batch_size=batch_size,
                               process_index=process_index, process_count=process_count,
                               seed=seed, start_batch=start_batch, stats=stats)
-    return _Stream(rows, spec, batch_size, data_config.max_seq_length)
+    # The stream yields batch-sized pieces: mask them as they come (no padding to a piece size).
+    return _Stream(rows, spec, batch_size, data_config.max_seq_length, batch_size, tokenizer.pad_id)
   corpus = load_corpus(data_config, tokenizer, "train", process_index, process_count, stats)
-  rows = _row_batches(corpus, data_config, tokenizer, batch_size=batch_size,
-                      process_index=process_index, process_count=process_count, seed=seed,
-                      start_batch=start_batch, stats=stats)
-  return _Stream(rows, spec, batch_size, data_config.max_seq_length)
+  return _stream(data_config, tokenizer, spec, corpus, batch_size=batch_size,
+                 process_index=process_index, process_count=process_count, seed=seed,
+                 start_batch=start_batch, stats=stats, chunk_rows=chunk_rows)
 
 
 def eval_iterator(data_config, tokenizer, *, batch_size: int, process_index: int = 0,
@@ -305,9 +362,9 @@ def eval_iterator(data_config, tokenizer, *, batch_size: int, process_index: int
     rows = stream.row_batches(data_config, tokenizer, split="eval", batch_size=batch_size,
                               process_index=process_index, process_count=process_count,
                               seed=seed, start_batch=0, stats=stats, use_index=False)
-    return _Stream(rows, spec, batch_size, data_config.max_seq_length, limit=num_batches)
+    return _Stream(rows, spec, batch_size, data_config.max_seq_length, batch_size,
+                   tokenizer.pad_id, limit=num_batches)
   corpus = load_corpus(data_config, tokenizer, "eval", process_index, process_count, stats)
-  rows = _row_batches(corpus, data_config, tokenizer, batch_size=batch_size,
-                      process_index=process_index, process_count=process_count, seed=seed,
-                      start_batch=0, stats=stats)
-  return _Stream(rows, spec, batch_size, data_config.max_seq_length, limit=num_batches)
+  return _stream(data_config, tokenizer, spec, corpus, batch_size=batch_size,
+                 process_index=process_index, process_count=process_count, seed=seed,
+                 start_batch=0, stats=stats, limit=num_batches)

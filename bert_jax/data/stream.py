@@ -5,7 +5,7 @@ This module reads the records with tf.data instead and holds at most
 `config.data.stream_window_docs` documents and the rows built from them at a time (besides
 tf.data's read-ahead of a few blocks of 256 records), whatever the corpus size;
 `stream_window_docs=0` selects the in-memory path (pipeline.train_iterator dispatches on it). It yields the same "row batches" (unmasked rows + uint32 masking keys) as
-pipeline._row_batches, so masking and the rest of the stream are shared.
+pipeline._row_chunks, so masking and the rest of the stream are shared.
 
 Stream layout (per host):
   files    host p reads files[p::process_count] of the sorted glob (disjoint, covering); with
@@ -222,7 +222,7 @@ def row_batches(data_config, tokenizer, *, split: str, batch_size: int, process_
                 process_count: int, seed: int, start_batch: int, stats: dict,
                 use_index: bool = True) -> Iterator[dict]:
   """Numpy batches of unmasked rows plus uint32 masking keys, from batch `start_batch`, as
-  pipeline._row_batches yields them. Checks the files now; reads lazily."""
+  pipeline._row_chunks yields them. Checks the files now; reads lazily."""
   c = data_config
   window = c.stream_window_docs
   if not isinstance(window, int) or window < 1:
