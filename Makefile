@@ -21,11 +21,11 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.txt
 train: $(VENV)/.runtime
 	$(PY) -m bert_jax.main --config=configs/bert.py:tiny,runlocal --workdir=$(WORKDIR)
 
-# The test suite (about 7-9 minutes on 2 CPU cores).
+# The test suite (about 8-10 minutes on 2 CPU cores).
 test: $(VENV)/.test
 	$(PY) -m pytest -q tests -m "not slow" $(PYTEST_ARGS)
 
-# Long checks (13-15 minutes): every family x every sharding preset, two processes via
+# Long checks (about 16 minutes): every family x every sharding preset, two processes via
 # jax.distributed, 600-step pretraining runs of each family. CI runs them after `make test`.
 test-slow: $(VENV)/.test
 	$(PY) -m pytest -q tests -m slow $(PYTEST_ARGS)
