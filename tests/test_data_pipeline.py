@@ -191,6 +191,21 @@ def small_text_corpus(tmp_path, n_docs=40):
   return path
 
 
+def small_text_setup(tmp_path_factory, name: str, n_docs: int):
+  """(config of a small sentence-per-line text corpus, a sentencepiece tokenizer, scratch dir)."""
+  cache = os.environ.get("BERT_JAX_CACHE") or tmp_path_factory.mktemp("cache")
+  c = real_text_config(cache, max_seq_length=64, max_predictions_per_seq=10)
+  c.tokenizer.vocab_size = 1500
+  c.tokenizer.train_sentences = 4000
+  tok = tokenizers.build_or_load(c, str(tmp_path_factory.mktemp("wd")), process_index=0)
+  tmp = tmp_path_factory.mktemp(name)
+  text = small_text_corpus(tmp, n_docs=n_docs)
+  c = c.copy_and_resolve_references()
+  c.update(source="text", text_glob=str(text), text_format="sentence_per_line",
+           eval_fraction=0.1, cache_dir=str(tmp))
+  return c, tok, tmp
+
+
 def test_resume_continues_exact_stream_across_epochs(env, tmp_path):
   path = small_text_corpus(tmp_path, n_docs=8)
   c, tok = cfg(env, source="text", text_glob=str(path), text_format="sentence_per_line",

@@ -1,13 +1,12 @@
 """Sources: preprocessing CLI to sharded TFRecords, the tfrecord and TFDS sources."""
 
 import itertools
-import os
 
 import numpy as np
 import pytest
 
 from conftest import shared_path  # noqa: E402
-from test_data_pipeline import KEYS, small_text_corpus  # noqa: E402
+from test_data_pipeline import KEYS, small_text_setup  # noqa: E402
 from test_masking import real_text_config  # noqa: E402
 
 from bert_jax.data import pipeline  # noqa: E402
@@ -17,16 +16,7 @@ from bert_jax.data import tokenizers  # noqa: E402
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-  cache = os.environ.get("BERT_JAX_CACHE") or tmp_path_factory.mktemp("cache")
-  c = real_text_config(cache, max_seq_length=64, max_predictions_per_seq=10)
-  c.tokenizer.vocab_size = 1500
-  c.tokenizer.train_sentences = 4000
-  tok = tokenizers.build_or_load(c, str(tmp_path_factory.mktemp("wd")), process_index=0)
-  tmp = tmp_path_factory.mktemp("pp")
-  text = small_text_corpus(tmp, n_docs=60)
-  c = c.copy_and_resolve_references()
-  c.update(source="text", text_glob=str(text), text_format="sentence_per_line",
-           eval_fraction=0.1, cache_dir=str(tmp))
+  c, tok, tmp = small_text_setup(tmp_path_factory, "pp", n_docs=60)
   summary = preprocess.run(c, tok, str(tmp / "out" / "docs"), num_shards=3, num_workers=2,
                            chunk_docs=7, max_pending=2)
   return c, tok, tmp, summary

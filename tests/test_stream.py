@@ -4,12 +4,11 @@ host shards, eval split, memory bound, bad input, NSP/masking statistics. Real t
 
 import itertools
 import json
-import os
 
 import numpy as np
 import pytest
 
-from test_data_pipeline import KEYS, small_text_corpus  # noqa: E402
+from test_data_pipeline import KEYS, small_text_setup  # noqa: E402
 from test_masking import real_text_config  # noqa: E402
 
 from bert_jax.data import instances as inst_lib  # noqa: E402
@@ -23,16 +22,8 @@ WINDOW, SHARDS, B = 16, 4, 8
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-  cache = os.environ.get("BERT_JAX_CACHE") or tmp_path_factory.mktemp("cache")
-  c = real_text_config(cache, max_seq_length=64, max_predictions_per_seq=10)
-  c.tokenizer.vocab_size = 1500
-  c.tokenizer.train_sentences = 4000
-  tok = tokenizers.build_or_load(c, str(tmp_path_factory.mktemp("wd")), process_index=0)
-  tmp = tmp_path_factory.mktemp("st")
-  text = small_text_corpus(tmp, n_docs=120)
-  c = c.copy_and_resolve_references()
-  c.update(source="text", text_glob=str(text), text_format="sentence_per_line",
-           eval_fraction=0.1, cache_dir=str(tmp / "cache"))
+  c, tok, tmp = small_text_setup(tmp_path_factory, "st", n_docs=120)
+  c.cache_dir = str(tmp / "cache")
   preprocess.run(c, tok, str(tmp / "rec" / "docs"), num_shards=SHARDS, num_workers=1)
   c.update(source="tfrecord", tfrecord_glob=str(tmp / "rec" / "docs-*"),
            stream_window_docs=WINDOW)
