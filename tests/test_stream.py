@@ -62,9 +62,9 @@ def epoch_docs(c, tok, split, pi, pc):
 
 def raw_rows(c, tok, n, **kw):
   """The first n unmasked rows (with keys) of the host stream, one per 'batch'."""
-  kw = dict(split="train", batch_size=1, process_index=0, process_count=1, seed=0,
-            start_batch=0, stats={}, **kw)
-  return take(stream.row_batches(c, tok, **kw), n)
+  kw = dict(split="train", chunk_rows=1, process_index=0, process_count=1, seed=0,
+            start_row=0, stats={}, **kw)
+  return take(stream.row_pieces(c, tok, **kw), n)
 
 
 def test_same_config_same_batches_other_seed_differs(env):
@@ -73,6 +73,9 @@ def test_same_config_same_batches_other_seed_differs(env):
   assert_same(a, take(pipeline.train_iterator(c, tok, batch_size=B), 4))
   d = take(pipeline.train_iterator(c, tok, batch_size=B, seed=1), 4)
   assert any((x["input_ids"] != y["input_ids"]).any() for x, y in zip(a, d))
+  # Rows are masked in pieces of chunk_rows (across windows): the size never changes batches.
+  for chunk in (B, 3 * B + 5):
+    assert_same(a, take(pipeline.train_iterator(c, tok, batch_size=B, chunk_rows=chunk), 4))
 
 
 def test_epochs_reorder_the_same_rows_with_new_masks(env, tmp_path):

@@ -288,7 +288,7 @@ def _full_sentence_instances(offsets, doc_first, max_seq_length):
   return np.stack([a0, a1, a1, a1, np.zeros_like(a0)], axis=1)
 
 
-def _ranges(starts, lengths):
+def concat_ranges(starts, lengths):
   """Concatenated aranges [starts[i], starts[i] + lengths[i])."""
   lengths = np.asarray(lengths, np.int64)
   total = int(lengths.sum())
@@ -356,15 +356,15 @@ def build_rows(corpus: TokenizedCorpus, *, kind: str, max_seq_length: int,
   # Token ranges -> row cells, all at once.
   ids[row, off] = specials.cls_id
   ra = np.repeat(row, la)
-  ids[ra, _ranges(off + 1, la)] = corpus.tokens[_ranges(a0, la)]
+  ids[ra, concat_ranges(off + 1, la)] = corpus.tokens[concat_ranges(a0, la)]
   ids[row, off + 1 + la] = specials.sep_id
   rb = np.repeat(row, lb)
-  cb = _ranges(off + 2 + la, lb)
-  ids[rb, cb] = corpus.tokens[_ranges(b0, lb)]
+  cb = concat_ranges(off + 2 + la, lb)
+  ids[rb, cb] = corpus.tokens[concat_ranges(b0, lb)]
   out["token_type_ids"][rb, cb] = 1
   ids[row[hasb], (off + 2 + la + lb)[hasb]] = specials.sep_id
   out["token_type_ids"][row[hasb], (off + 2 + la + lb)[hasb]] = 1
-  rn, cn = np.repeat(row, n), _ranges(off, n)
+  rn, cn = np.repeat(row, n), concat_ranges(off, n)
   out["input_mask"][rn, cn] = 1
   out["segment_ids"][rn, cn] = np.repeat(k_in_row + 1, n)
   if pack:

@@ -311,15 +311,23 @@ def _streaming(data_config) -> bool:
   return data_config.source == "tfrecord" and data_config.get("stream_window_docs", 0) != 0
 
 
-def _stream(data_config, tokenizer, spec, corpus, *, batch_size, process_index, process_count,
-            seed, start_batch, stats, limit=None, chunk_rows=None) -> _Stream:
+def _stream(data_config, tokenizer, spec, split: str, *, batch_size, process_index,
+            process_count, seed, start_batch, stats, limit=None, chunk_rows=None) -> _Stream:
+  """Row pieces of `split` (in memory, or the TFRecord stream) -> masking + batching."""
   L = data_config.max_seq_length
   chunk_rows = chunk_rows or default_chunk_rows(batch_size, L, spec.strategy)
   if limit is not None:
     chunk_rows = min(chunk_rows, limit * batch_size)
-  pieces = _row_chunks(corpus, data_config, tokenizer, chunk_rows=chunk_rows,
-                       process_index=process_index, process_count=process_count, seed=seed,
-                       start_row=start_batch * batch_size, stats=stats)
+  kw = dict(chunk_rows=chunk_rows, process_index=process_index, process_count=process_count,
+            seed=seed, start_row=start_batch * batch_size, stats=stats)
+  if _streaming(data_config):
+    from bert_jax.data import stream  # pylint: disable=g-import-not-at-top
+    # Eval always starts at row 0: no resume index.
+    pieces = stream.row_pieces(data_config, tokenizer, split=split, use_index=split == "train",
+                               **kw)
+  else:
+    corpus = load_corpus(data_config, tokenizer, split, process_index, process_count, stats)
+    pieces = _row_chunks(corpus, data_config, tokenizer, **kw)
   return _Stream(pieces, spec, batch_size, L, chunk_rows, tokenizer.pad_id, limit=limit)
 
 
@@ -337,15 +345,7 @@ def train_iterator(data_config, tokenizer, *, batch_size: int, process_index: in
   spec = validate(data_config, batch_size, process_index, process_count, tokenizer)
   seed = data_config.seed if seed is None else seed
   stats = stats if stats is not None else {}
-  if _streaming(data_config):
-    from bert_jax.data import stream  # pylint: disable=g-import-not-at-top
-    rows = stream.row_batches(data_config, tokenizer, split="train", batch_size=batch_size,
-                              process_index=process_index, process_count=process_count,
-                              seed=seed, start_batch=start_batch, stats=stats)
-    # The stream yields batch-sized pieces: mask them as they come (no padding to a piece size).
-    return _Stream(rows, spec, batch_size, data_config.max_seq_length, batch_size, tokenizer.pad_id)
-  corpus = load_corpus(data_config, tokenizer, "train", process_index, process_count, stats)
-  return _stream(data_config, tokenizer, spec, corpus, batch_size=batch_size,
+  return _stream(data_config, tokenizer, spec, "train", batch_size=batch_size,
                  process_index=process_index, process_count=process_count, seed=seed,
                  start_batch=start_batch, stats=stats, chunk_rows=chunk_rows)
 
@@ -357,14 +357,6 @@ def eval_iterator(data_config, tokenizer, *, batch_size: int, process_index: int
   spec = validate(data_config, batch_size, process_index, process_count, tokenizer)
   seed = (data_config.seed if seed is None else seed) + 0x3C6EF372  # not the train stream
   stats = stats if stats is not None else {}
-  if _streaming(data_config):
-    from bert_jax.data import stream  # pylint: disable=g-import-not-at-top
-    rows = stream.row_batches(data_config, tokenizer, split="eval", batch_size=batch_size,
-                              process_index=process_index, process_count=process_count,
-                              seed=seed, start_batch=0, stats=stats, use_index=False)
-    return _Stream(rows, spec, batch_size, data_config.max_seq_length, batch_size,
-                   tokenizer.pad_id, limit=num_batches)
-  corpus = load_corpus(data_config, tokenizer, "eval", process_index, process_count, stats)
-  return _stream(data_config, tokenizer, spec, corpus, batch_size=batch_size,
+  return _stream(data_config, tokenizer, spec, "eval", batch_size=batch_size,
                  process_index=process_index, process_count=process_count, seed=seed,
                  start_batch=0, stats=stats, limit=num_batches)

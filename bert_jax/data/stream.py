@@ -4,8 +4,9 @@ The in-memory path (bert_jax.data.pipeline.load_corpus) holds a host's whole tok
 This module reads the records with tf.data instead and holds at most
 `config.data.stream_window_docs` documents and the rows built from them at a time (besides
 tf.data's read-ahead of a few blocks of 256 records), whatever the corpus size;
-`stream_window_docs=0` selects the in-memory path (pipeline.train_iterator dispatches on it). It yields the same "row batches" (unmasked rows + uint32 masking keys) as
-pipeline._row_chunks, so masking and the rest of the stream are shared.
+`stream_window_docs=0` selects the in-memory path (pipeline.train_iterator dispatches on it).
+It yields the same row pieces (unmasked rows + uint32 masking keys) as pipeline._row_chunks,
+so masking and batching are shared.
 
 Stream layout (per host):
   files    host p reads files[p::process_count] of the sorted glob (disjoint, covering); with
@@ -20,12 +21,13 @@ Stream layout (per host):
            and packing draw from the same window), the rows are permuted by (seed, e, p, w)
            and get masking keys from (seed, e, row index within the epoch's host stream).
            Rows are mixed within a window only, so the window should span many documents.
-  batches  windows and epochs are concatenated and cut into batch_size rows.
+  batches  windows and epochs are concatenated (pieces handed to pipeline's masking stage,
+           which cuts batch_size rows).
   eval     the same over the eval documents, with windows of at most 1024 documents (eval
            documents are ~eval_fraction of the records; a small window lets a few eval
            batches read only the records they need). Eval always starts at batch 0.
 
-Resume (`start_batch`): rows to skip = start_batch * batch_size. A window's row count is exact
+Resume (`start_row` = start_batch * batch_size): rows to skip. A window's row count is exact
 only once it is built, so the stream keeps a row-count index: one entry per window (rows,
 the read position after it: file number in the epoch's order and record number in that
 file, and whether it ended the epoch), appended as each window is built (before its
@@ -81,13 +83,6 @@ def host_files(data_config, tokenizer, process_index: int, process_count: int) -
   return files[process_index::process_count]
 
 
-def _ranges(starts, lengths):
-  """Concatenated aranges [starts[i], starts[i] + lengths[i]) (as instances._ranges)."""
-  total = int(lengths.sum())
-  offs = np.cumsum(lengths) - lengths
-  return np.repeat(starts - offs, lengths) + np.arange(total, dtype=np.int64)
-
-
 @dataclasses.dataclass
 class _Docs:
   """Documents in read order: per-document arrays plus flat tokens and sentence lengths."""
@@ -112,8 +107,8 @@ class _Docs:
     """The documents `order` (indices), in that order."""
     ts, ss = np.cumsum(self.n_tok) - self.n_tok, np.cumsum(self.n_sent) - self.n_sent
     return _Docs(self.ids[order], self.pos[order], self.n_tok[order], self.n_sent[order],
-                 self.tokens[_ranges(ts[order], self.n_tok[order])],
-                 self.sent_lens[_ranges(ss[order], self.n_sent[order])])
+                 self.tokens[inst_lib.concat_ranges(ts[order], self.n_tok[order])],
+                 self.sent_lens[inst_lib.concat_ranges(ss[order], self.n_sent[order])])
 
   @staticmethod
   def concat(blocks: list["_Docs"]) -> "_Docs":
@@ -218,11 +213,12 @@ def index_path(data_config, tokenizer, files, split, seed, process_index, proces
   return os.path.join(cache, "stream_index", hashlib.sha1(key.encode()).hexdigest()[:16] + ".json")
 
 
-def row_batches(data_config, tokenizer, *, split: str, batch_size: int, process_index: int,
-                process_count: int, seed: int, start_batch: int, stats: dict,
-                use_index: bool = True) -> Iterator[dict]:
-  """Numpy batches of unmasked rows plus uint32 masking keys, from batch `start_batch`, as
-  pipeline._row_chunks yields them. Checks the files now; reads lazily."""
+def row_pieces(data_config, tokenizer, *, split: str, chunk_rows: int, process_index: int,
+               process_count: int, seed: int, start_row: int, stats: dict,
+               use_index: bool = True) -> Iterator[dict]:
+  """Unmasked rows plus uint32 masking keys in stream order from row `start_row`, in pieces
+  of at most `chunk_rows` rows, as pipeline._row_chunks yields them. Checks the files now;
+  reads lazily."""
   c = data_config
   window = c.stream_window_docs
   if not isinstance(window, int) or window < 1:
@@ -234,15 +230,15 @@ def row_batches(data_config, tokenizer, *, split: str, batch_size: int, process_
   if split == "eval":
     window = min(window, _EVAL_WINDOW_DOCS)
   return _generate(c, tokenizer, files, _Index(path), window, split=split,
-                   batch_size=batch_size, process_index=process_index,
-                   process_count=process_count, seed=seed, start_batch=start_batch, stats=stats)
+                   chunk_rows=chunk_rows, process_index=process_index,
+                   process_count=process_count, seed=seed, start_row=start_row, stats=stats)
 
 
-def _generate(c, tokenizer, files, index, window, *, split, batch_size, process_index,
-              process_count, seed, start_batch, stats):
+def _generate(c, tokenizer, files, index, window, *, split, chunk_rows, process_index,
+              process_count, seed, start_row, stats):
   specials = inst_lib.Specials(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
   pi, pc = process_index, process_count
-  to_skip = start_batch * batch_size
+  to_skip = start_row
   # Skip whole windows (and epochs) the index knows, without reading them.
   epoch, w, pos, rows_before, k = 0, 0, (0, 0), 0, 0
   while k < len(index.entries) and to_skip >= index.entries[k]["rows"]:
@@ -253,7 +249,6 @@ def _generate(c, tokenizer, files, index, window, *, split, batch_size, process_
     if e["last"]:
       epoch, w, pos, rows_before = epoch + 1, 0, (0, 0), 0
   stats["stream_windows_skipped_by_index"] = k
-  carry: dict | None = None
   while True:
     order = np.random.default_rng([seed, epoch, pi, 0xF11E]).permutation(len(files))
     files_e = [files[i] for i in order]
@@ -264,30 +259,23 @@ def _generate(c, tokenizer, files, index, window, *, split, batch_size, process_
       if len(docs):
         corpus = docs.take(np.random.default_rng(
             [seed, epoch, pi, w, 0xD0C5]).permutation(len(docs))).corpus()
-        rows = inst_lib.build_rows(corpus, kind=c.instances, max_seq_length=c.max_seq_length,
-                                   short_seq_prob=c.short_seq_prob, pack=c.pack_examples,
-                                   specials=specials, seed=seed, epoch=epoch, stats=stats)
+        rows = inst_lib.build_rows(
+            corpus, kind=c.instances, max_seq_length=c.max_seq_length,
+            short_seq_prob=c.short_seq_prob, pack=c.pack_examples, specials=specials, seed=seed,
+            epoch=epoch, stats=stats,
+            row_order=np.random.default_rng([seed, epoch, pi, w, 0x5EED]).permutation)
         corpus = None
         n = len(rows["next_sentence_labels"])
       index.check_or_add(k, dict(rows=n, end=list(end), last=last))
       k += 1
-      if to_skip >= n:  # count only: no permutation, no masking
+      if to_skip >= n:  # count only: no masking keys, nothing handed on
         to_skip -= n
       else:
-        perm = np.random.default_rng([seed, epoch, pi, w, 0x5EED]).permutation(n)
-        rows = {key: v[perm] for key, v in rows.items()}
         rows["keys"] = masking.example_keys(
             seed, epoch, (rows_before + np.arange(n, dtype=np.int64)) * pc + pi)
-        start, to_skip = to_skip, 0
-        while start < n:
-          take = batch_size - (0 if carry is None else len(carry["keys"]))
-          part = {key: v[start:start + take] for key, v in rows.items()}
-          start += take
-          carry = part if carry is None else {key: np.concatenate([carry[key], part[key]])
-                                              for key in part}
-          if len(carry["keys"]) == batch_size:
-            yield carry
-            carry = None
+        for start in range(to_skip, n, chunk_rows):
+          yield {key: v[start:start + chunk_rows] for key, v in rows.items()}
+        to_skip = 0
       rows = None
       rows_before += n
       w, pos = w + 1, end
