@@ -47,6 +47,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import uuid
 from typing import Iterator
 
 import numpy as np
@@ -195,7 +196,9 @@ class _Index:
     self.entries.append(entry)
     if self.path:
       tf.io.gfile.makedirs(os.path.dirname(self.path))
-      tmp = f"{self.path}.tmp{os.getpid()}"
+      # A name of its own: several streams of one config (e.g. in one process) may write at
+      # once; their entries agree, and the rename is atomic.
+      tmp = f"{self.path}.tmp{uuid.uuid4().hex}"
       with tf.io.gfile.GFile(tmp, "w") as f:
         json.dump({"version": _INDEX_VERSION, "windows": self.entries}, f)
       tf.io.gfile.rename(tmp, self.path, overwrite=True)
