@@ -55,6 +55,6 @@ def get_config(arg=None):
   if arg.runlocal:
     common.runlocal(config)
     config.model.embedding_size = 64
-    config.optimizer.learning_rate = 3e-3  # the 32-wide generator needs it to leave the unigram plateau
+    # runlocal's lr 1e-3 (3e-3 let the generator outrun the discriminator: AUC 0.50 at step 3000).
     config.data.max_predictions_per_seq = int((mask + 0.005) * config.data.max_seq_length)
   return config

@@ -2,6 +2,7 @@ r"""ELECTRA's discriminator at `runlocal` scale: ours next to HF's, and what the
 
   python -m bert_jax.benchmarks.electra_vs_hf                  # 300 steps, lr 1e-3, 2 heads
   python -m bert_jax.benchmarks.electra_vs_hf --heads 8 --lr 3e-3 --batch_size 128
+  python -m bert_jax.benchmarks.electra_vs_hf --steps 6000 --every 500 --skip_hf   # the plateau's end
 
 Replaced-token detection alone, on the built-in corpus with the electra.py:small,runlocal
 model (2 x 128, no dropout): the masked positions of each batch get replacements drawn from
@@ -9,7 +10,8 @@ the batch's own masked tokens (their unigram distribution, so a token's identity
 and only context can tell). Our discriminator (JAX, optax AdamW) and HF's
 ElectraForPreTraining (PyTorch, torch AdamW), started from the same weights (our init exported
 with bert_jax.interop.hf), train on the same batches with the same schedule; the script prints
-both losses and eval ROC AUCs. Then the AUC of a bigram count model (add-k smoothed, trained on
+both losses, eval ROC AUCs and our eval accuracy (threshold 0.5) next to the all-real baseline
+(`--skip_hf` trains ours only, for long runs). Then the AUC of a bigram count model (add-k smoothed, trained on
 the train split's tokens) on the same eval batches: how much the context tells.
 torch and transformers are test/benchmark dependencies only.
 """
@@ -90,6 +92,7 @@ def main(argv=None):
   p.add_argument("--heads", type=int, default=2)
   p.add_argument("--batch_size", type=int, default=32)
   p.add_argument("--every", type=int, default=100)
+  p.add_argument("--skip_hf", action="store_true", help="train ours only (long runs)")
   args = p.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import electra  # pylint: disable=g-import-not-at-top  # configs/electra.py
@@ -139,28 +142,39 @@ def main(argv=None):
     return optax.apply_updates(prm, u), o, loss
 
   ours_logits = jax.jit(logits)
-  theirs = transformers.ElectraForPreTraining.from_pretrained(hf_dir, attn_implementation="eager")
-  t_opt = torch.optim.AdamW(theirs.parameters(), lr=args.lr, eps=1e-6, weight_decay=0.0)
-  t_sched = torch.optim.lr_scheduler.LambdaLR(t_opt, lambda s: float(sched(s)) / args.lr)
+  if not args.skip_hf:
+    theirs = transformers.ElectraForPreTraining.from_pretrained(hf_dir, attn_implementation="eager")
+    t_opt = torch.optim.AdamW(theirs.parameters(), lr=args.lr, eps=1e-6, weight_decay=0.0)
+    t_sched = torch.optim.lr_scheduler.LambdaLR(t_opt, lambda s: float(sched(s)) / args.lr)
 
   def torch_in(b):
     return dict(input_ids=torch.as_tensor(b["input_ids"]).long(),
                 attention_mask=torch.as_tensor(b["input_mask"]).long(),
                 token_type_ids=torch.as_tensor(b["token_type_ids"]).long())
 
-  def eval_aucs():
-    ours = np.concatenate([np.asarray(ours_logits(params, b)).ravel() for b in evals])
+  def eval_ours():
+    """(AUC, accuracy at logit 0) of ours on the eval batches."""
+    ours = np.concatenate([np.asarray(ours_logits(params, b)).ravel() for b in evals])[eval_mask]
+    return auc(ours, eval_labels), float(np.mean((ours > 0) == (eval_labels > 0)))
+
+  def eval_hf():
     theirs.eval()
     with torch.no_grad():
       hf_scores = np.concatenate([theirs(**torch_in(b)).logits.numpy().ravel() for b in evals])
     theirs.train()
-    return auc(ours[eval_mask], eval_labels), auc(hf_scores[eval_mask], eval_labels)
+    return auc(hf_scores[eval_mask], eval_labels)
 
   print(f"discriminator only, unigram replacements; {args.steps} steps of {args.batch_size} x {L}, "
         f"lr {args.lr}, {args.heads} heads; all-real baseline accuracy {1 - eval_labels.mean():.4f}")
-  print("| step | loss ours | loss HF | eval AUC ours | eval AUC HF |\n|---:|---:|---:|---:|---:|")
+  print("| step | loss ours | loss HF | eval AUC ours | eval AUC HF | eval accuracy ours |\n"
+        "|---:|---:|---:|---:|---:|---:|")
   for i, b in enumerate(train):
     params, opt, loss = step(params, opt, b)
+    if args.skip_hf:
+      if (i + 1) % args.every == 0 or i + 1 == len(train):
+        a_ours, acc = eval_ours()
+        print(f"| {i + 1} | {float(loss):.4f} | - | {a_ours:.3f} | - | {acc:.4f} |", flush=True)
+      continue
     m = torch.as_tensor(b["input_mask"]).float()
     bce = torch.nn.functional.binary_cross_entropy_with_logits(
         theirs(**torch_in(b)).logits, torch.as_tensor(b["labels"]), reduction="none")
@@ -171,8 +185,9 @@ def main(argv=None):
     t_opt.step()
     t_sched.step()
     if (i + 1) % args.every == 0 or i + 1 == len(train):
-      a_ours, a_hf = eval_aucs()
-      print(f"| {i + 1} | {float(loss):.4f} | {t_loss.item():.4f} | {a_ours:.3f} | {a_hf:.3f} |", flush=True)
+      (a_ours, acc), a_hf = eval_ours(), eval_hf()
+      print(f"| {i + 1} | {float(loss):.4f} | {t_loss.item():.4f} | {a_ours:.3f} | {a_hf:.3f} | {acc:.4f} |",
+            flush=True)
   corpus = pipeline.load_corpus(c.data, tok, "train", 0, 1)
   print(f"bigram count model on the same eval batches: AUC {bigram_auc(corpus.tokens, evals, tok.vocab_size):.3f}")
 
