@@ -118,8 +118,6 @@ def main(argv=None):
   model = models.build(c.model)
   L, P = c.data.max_seq_length, c.data.max_predictions_per_seq
   params = models.init_params(model, jax.random.PRNGKey(0), models.dummy_batch(c.model, 2, L, P))
-  hf_dir = tempfile.mkdtemp()
-  hf.export_hf(c.model, params, hf_dir)
   warm = max(1, args.steps // 10)
   sched = optax.join_schedules([optax.linear_schedule(0.0, args.lr, warm),
                                 optax.linear_schedule(args.lr, 0.0, args.steps - warm)], [warm])
@@ -142,7 +140,9 @@ def main(argv=None):
     return optax.apply_updates(prm, u), o, loss
 
   ours_logits = jax.jit(logits)
-  if not args.skip_hf:
+  if not args.skip_hf:  # HF starts from our init, exported
+    hf_dir = tempfile.mkdtemp()
+    hf.export_hf(c.model, params, hf_dir)
     theirs = transformers.ElectraForPreTraining.from_pretrained(hf_dir, attn_implementation="eager")
     t_opt = torch.optim.AdamW(theirs.parameters(), lr=args.lr, eps=1e-6, weight_decay=0.0)
     t_sched = torch.optim.lr_scheduler.LambdaLR(t_opt, lambda s: float(sched(s)) / args.lr)
