@@ -5,7 +5,7 @@ r"""ELECTRA's discriminator at `runlocal` scale: ours next to HF's, and what the
   python -m bert_jax.benchmarks.electra_vs_hf --steps 6000 --every 500 --skip_hf   # the plateau's end
 
 Replaced-token detection alone, on the built-in corpus with the electra.py:small,runlocal
-model (2 x 128, no dropout): the masked positions of each batch get replacements drawn from
+model (2 x 128, no dropout, init std 0.02 unless --init_std): the masked positions of each batch get replacements drawn from
 the batch's own masked tokens (their unigram distribution, so a token's identity says nothing
 and only context can tell). Our discriminator (JAX, optax AdamW) and HF's
 ElectraForPreTraining (PyTorch, torch AdamW), started from the same weights (our init exported
@@ -92,6 +92,8 @@ def main(argv=None):
   p.add_argument("--heads", type=int, default=2)
   p.add_argument("--batch_size", type=int, default=32)
   p.add_argument("--every", type=int, default=100)
+  p.add_argument("--init_std", type=float, default=0.02,
+                 help="initializer_range (README's figures use the recipe's 0.02; runlocal has 0.1)")
   p.add_argument("--skip_hf", action="store_true", help="train ours only (long runs)")
   args = p.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -106,7 +108,8 @@ def main(argv=None):
   from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
 
   c = electra.get_config("small,runlocal")
-  c.model.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_attention_heads=args.heads)
+  c.model.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_attention_heads=args.heads,
+                 initializer_range=args.init_std)
   tok = tokenizers.build_or_load(c.data, args.workdir, process_index=0)
   rng = np.random.default_rng(0)
   train = [replace_unigram(b, rng) for b in itertools.islice(
