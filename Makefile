@@ -25,8 +25,9 @@ train: $(VENV)/.runtime
 test: $(VENV)/.test
 	$(PY) -m pytest -q tests -m "not slow" $(PYTEST_ARGS)
 
-# Long checks (about 16 minutes): every family x every sharding preset, two processes via
-# jax.distributed, 600-step pretraining runs of each family. CI runs them after `make test`.
+# Long checks (about 32 minutes): every family x every sharding preset, two processes via
+# jax.distributed, 600-step pretraining runs of each family, a 4000-step ELECTRA run.
+# CI runs them after `make test`.
 test-slow: $(VENV)/.test
 	$(PY) -m pytest -q tests -m slow $(PYTEST_ARGS)
 

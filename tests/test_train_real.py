@@ -29,9 +29,8 @@ def _config(family, steps, arg=None):
   return c
 
 
-def _train(family, steps, tmp_path, tokenizer_dir):
-  """Trains in tmp_path; all three families reuse one sentencepiece model (same runlocal settings)."""
-  c = _config(family, steps)
+def _train(c, tmp_path, tokenizer_dir):
+  """Trains c in tmp_path; every run reuses one sentencepiece model (same runlocal settings)."""
   if (tokenizer_dir / "tokenizer").exists():
     shutil.copytree(tokenizer_dir / "tokenizer", tmp_path / "tokenizer")
   out = train.train_and_evaluate(c, str(tmp_path), devices=jax.devices()[:2])
@@ -44,7 +43,7 @@ def _train(family, steps, tmp_path, tokenizer_dir):
 @pytest.mark.parametrize("family", ["bert", "albert", "electra"])
 def test_tiny_pretraining_learns(family, tmp_path, tokenizer_dir):
   steps = 600  # as `make train`; ~3-4 min per family on 2 busy CPU cores
-  out = _train(family, steps, tmp_path, tokenizer_dir)
+  out = _train(_config(family, steps), tmp_path, tokenizer_dir)
   hist = [v for _, v in out["history"]]
   ev = out["eval"]
   assert out["status"] == "done" and out["checkpoint_steps"] == [steps]
@@ -70,10 +69,7 @@ def test_electra_discriminator_beats_all_real_baseline(tmp_path, tokenizer_dir):
   on real data. Measured at 300 steps: accuracy 0.88 vs all-real 0.86, AUC 0.89."""
   c = _config("electra", 300)
   c.objective.sampling_temperature = 100.0
-  c.optimizer.learning_rate = 1e-3
-  if (tokenizer_dir / "tokenizer").exists():
-    shutil.copytree(tokenizer_dir / "tokenizer", tmp_path / "tokenizer")
-  ev = train.train_and_evaluate(c, str(tmp_path), devices=jax.devices()[:2])["eval"]
+  ev = _train(c, tmp_path, tokenizer_dir)["eval"]
   baseline = 1 - ev["disc_replaced_fraction"]
   assert ev["disc_accuracy"] > baseline + 0.01, ev
   assert ev["disc_auc"] > 0.75, ev
@@ -88,9 +84,7 @@ def test_electra_recipe_discriminator_beats_all_real_baseline(tmp_path, tokenize
   c = _config("electra", 4000, arg="large,runlocal")
   assert c.data.mask_rate == 0.25 and c.model.generator_hidden_size == 0.25
   c.eval.num_batches = 40
-  if (tokenizer_dir / "tokenizer").exists():
-    shutil.copytree(tokenizer_dir / "tokenizer", tmp_path / "tokenizer")
-  ev = train.train_and_evaluate(c, str(tmp_path), devices=jax.devices()[:2])["eval"]
+  ev = _train(c, tmp_path, tokenizer_dir)["eval"]
   baseline = 1 - ev["disc_replaced_fraction"]
   assert ev["gen_accuracy"] > 2 * ev["most_frequent_token_accuracy"], ev
   assert ev["disc_accuracy"] > baseline + 0.002, ev

@@ -173,24 +173,20 @@ def main(argv=None):
         "|---:|---:|---:|---:|---:|---:|")
   for i, b in enumerate(train):
     params, opt, loss = step(params, opt, b)
-    if args.skip_hf:
-      if (i + 1) % args.every == 0 or i + 1 == len(train):
-        a_ours, acc = eval_ours()
-        print(f"| {i + 1} | {float(loss):.4f} | - | {a_ours:.3f} | - | {acc:.4f} |", flush=True)
-      continue
-    m = torch.as_tensor(b["input_mask"]).float()
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(
-        theirs(**torch_in(b)).logits, torch.as_tensor(b["labels"]), reduction="none")
-    t_loss = (bce * m).sum() / m.sum()
-    t_opt.zero_grad()
-    t_loss.backward()
-    torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
-    t_opt.step()
-    t_sched.step()
+    if not args.skip_hf:
+      m = torch.as_tensor(b["input_mask"]).float()
+      bce = torch.nn.functional.binary_cross_entropy_with_logits(
+          theirs(**torch_in(b)).logits, torch.as_tensor(b["labels"]), reduction="none")
+      t_loss = (bce * m).sum() / m.sum()
+      t_opt.zero_grad()
+      t_loss.backward()
+      torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
+      t_opt.step()
+      t_sched.step()
     if (i + 1) % args.every == 0 or i + 1 == len(train):
-      (a_ours, acc), a_hf = eval_ours(), eval_hf()
-      print(f"| {i + 1} | {float(loss):.4f} | {t_loss.item():.4f} | {a_ours:.3f} | {a_hf:.3f} | {acc:.4f} |",
-            flush=True)
+      a_ours, acc = eval_ours()
+      hf_loss, hf_auc = ("-", "-") if args.skip_hf else (f"{t_loss.item():.4f}", f"{eval_hf():.3f}")
+      print(f"| {i + 1} | {float(loss):.4f} | {hf_loss} | {a_ours:.3f} | {hf_auc} | {acc:.4f} |", flush=True)
   corpus = pipeline.load_corpus(c.data, tok, "train", 0, 1)
   print(f"bigram count model on the same eval batches: AUC {bigram_auc(corpus.tokens, evals, tok.vocab_size):.3f}")
 
