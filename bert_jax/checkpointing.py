@@ -25,18 +25,21 @@ def _abspath(path: str) -> str:
 class Checkpointer:
   """Thin wrapper over ocp.CheckpointManager with the policy of config.checkpoint."""
 
-  def __init__(self, directory: str, ckpt_config, *, read_only: bool = False):
+  def __init__(self, directory: str, ckpt_config, *, read_only: bool = False, best_metric: str = "",
+               best_mode: str = ""):
+    """`best_metric` / `best_mode` (the task's choice) apply where config.checkpoint leaves them empty."""
     self.directory = _abspath(directory)
-    self.best_metric = ckpt_config.best_metric
-    if ckpt_config.best_mode not in ("min", "max"):
-      raise ValueError(f"config.checkpoint.best_mode must be 'min' or 'max', got {ckpt_config.best_mode!r}.")
+    self.best_metric = ckpt_config.best_metric or best_metric
+    best_mode = ckpt_config.best_mode or best_mode or "min"
+    if best_mode not in ("min", "max"):
+      raise ValueError(f"config.checkpoint.best_mode must be 'min' or 'max', got {best_mode!r}.")
     if ckpt_config.keep < 1:
       raise ValueError(f"config.checkpoint.keep must be >= 1, got {ckpt_config.keep}.")
     policies = [ocm.LatestN(n=int(ckpt_config.keep))]
-    if ckpt_config.keep_best > 0:
+    if ckpt_config.keep_best > 0 and self.best_metric:
       metric = self.best_metric
       policies.append(ocm.BestN(get_metric_fn=lambda m: m[metric], n=int(ckpt_config.keep_best),
-                                reverse=ckpt_config.best_mode == "min",
+                                reverse=best_mode == "min",
                                 keep_checkpoints_without_metrics=False))
     options = ocp.CheckpointManagerOptions(
         enable_async_checkpointing=bool(ckpt_config.async_save),

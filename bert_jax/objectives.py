@@ -1,12 +1,29 @@
-"""Pretraining objectives: `loss(params, batch, rng) -> (loss, metrics)`; the loop knows nothing else.
+"""The task contract the loop trains through, and the pretraining objectives on it.
+
+A `Task` (built by `get_task(config)`) is everything the loop needs to know about what it
+trains, without the loop knowing any name:
+  features                 the batch spec (bert_jax.batch): keys, shapes, dtypes, logical axes
+  model, init_params       the Flax module and its random init
+  loss(params, batch, rng, deterministic=False, frozen=None) -> (loss, metrics)
+  eval_step(params, batch, rng, frozen) -> (metrics, outputs)   device side, jitted by the loop
+  host_metrics(outputs)    host-side eval metrics over all eval batches (F1, MCC, baselines...)
+  train_line / eval_line   the task's part of the console lines
+  best_metric, best_mode   which eval metric picks the best checkpoint, and its direction
+  inputs(workdir, start_batch) -> (train iterator, eval-iterator factory) of host batches
+  warm_start(params)       the starting point when no checkpoint is resumed (default: as is)
+  trainable(params)        bool mask of the parameters the optimizer updates (default: all)
+  frozen_params()          extra frozen state passed to loss (e.g. a teacher), never trained
+                           nor saved; None by default
 
 Metrics are a dict name -> float32[2] (sum, weight) so micro-batches, devices and eval batches
 aggregate exactly; `reduce_metrics` turns them into means on the host.
 
+Pretraining objectives (config.objective.name):
   mlm      BERT/ALBERT: masked-LM (+ NSP or SOP sentence loss, config.objective.sentence_loss)
   electra  generator MLM + discriminator replaced-token detection, both in one step
 Normalisation follows the reference repos: MLM = sum(w * xent) / (sum(w) + 1e-5); the sentence
 loss is a batch mean; ELECTRA's discriminator loss = sum(mask * bce) / (sum(mask) + 1e-6).
+Fine-tuning tasks live in bert_jax.finetune (config.objective.name="classify").
 """
 
 from __future__ import annotations
@@ -17,7 +34,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-OBJECTIVES = ("mlm", "electra")
+from bert_jax import batch as batch_lib
+from bert_jax import models
+
+OBJECTIVES = ("mlm", "electra", "classify")
 SENTENCE_LOSSES = ("nsp", "sop", "none")
 AUC_BINS = 100  # histogram resolution of the eval-time discriminator AUC
 
@@ -31,6 +51,8 @@ def validate(objective_config, model_config) -> None:
   if objective_config.sentence_loss not in SENTENCE_LOSSES:
     raise ValueError(f"Unknown config.objective.sentence_loss={objective_config.sentence_loss!r}; "
                      f"choose one of {SENTENCE_LOSSES}.")
+  if name == "classify":
+    return
   if (name == "electra") != (model_config.family == "electra"):
     raise ValueError(f"config.objective.name={name!r} does not fit config.model.family="
                      f"{model_config.family!r}: use 'electra' exactly for the electra family.")
@@ -83,18 +105,12 @@ def sentence_loss(logits, labels, name: str) -> tuple[jax.Array, Metrics]:
   return jnp.mean(xent), {f"{name}_loss": _pair(xent, ones), f"{name}_accuracy": _pair(correct, ones)}
 
 
-def _model_inputs(batch) -> dict[str, Any]:
-  return {k: batch[k] for k in ("input_ids", "input_mask", "token_type_ids", "segment_ids", "position_ids")
-          if k in batch}
-
-
 def make_mlm(model, objective_config) -> Callable:
   """BERT/ALBERT: MLM (+ NSP/SOP)."""
   sent = objective_config.sentence_loss
 
   def loss_fn(params, batch, rng, deterministic: bool = False):
-    out = model.apply({"params": params}, **_model_inputs(batch),
-                      masked_lm_positions=batch["masked_lm_positions"], deterministic=deterministic,
+    out = model.apply({"params": params}, **models.model_inputs(model, batch), deterministic=deterministic,
                       rngs=None if deterministic else {"dropout": rng})
     loss, metrics = mlm_loss(out["mlm_logits"], batch["masked_lm_ids"], batch["masked_lm_weights"])
     if sent != "none":
@@ -138,8 +154,8 @@ def make_electra(model, objective_config, eval_auc: bool = False) -> Callable:
 
   def loss_fn(params, batch, rng, deterministic: bool = False):
     r_gen, r_sample, r_disc = jax.random.split(rng, 3)
-    inputs = _model_inputs(batch)
-    gen_logits = model.apply({"params": params}, **inputs, masked_lm_positions=batch["masked_lm_positions"],
+    inputs = models.model_inputs(model.discriminator, batch)
+    gen_logits = model.apply({"params": params}, **models.model_inputs(model.generator, batch),
                              deterministic=deterministic, method=model.generator,
                              rngs=None if deterministic else {"dropout": r_gen})
     g_loss, metrics = mlm_loss(gen_logits, batch["masked_lm_ids"], batch["masked_lm_weights"])
@@ -185,3 +201,158 @@ def build(config, model, eval_auc: bool = False) -> Callable:
 
 def sum_metrics(a: Metrics, b: Metrics) -> Metrics:
   return jax.tree.map(jnp.add, a, b)
+
+
+def _print(*args) -> None:
+  """Console output from process 0 only."""
+  if jax.process_index() == 0:
+    print(*args, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# The task contract.
+# ----------------------------------------------------------------------------------------------
+class Task:
+  """What the loop trains and evaluates (see the module docstring). Subclasses set `features`,
+  `model`, `loss`, `inputs`; the rest has defaults."""
+
+  best_metric = "eval/loss"
+  best_mode = "min"
+
+  def __init__(self, config):
+    self.config = config
+    self.model = None
+    self.features: dict[str, batch_lib.Feature] = {}
+
+  # --- defaults ---------------------------------------------------------------------------
+  def dummy_batch(self, batch_size: int = 2) -> dict[str, np.ndarray]:
+    return batch_lib.dummy(self.features, batch_size)
+
+  def init_params(self, rng):
+    return models.init_params(self.model, rng, self.dummy_batch())
+
+  def logical_specs(self):
+    return models.logical_specs(self.model, self.dummy_batch())
+
+  def loss(self, params, batch, rng, deterministic: bool = False, frozen=None):
+    raise NotImplementedError
+
+  def eval_step(self, params, batch, rng, frozen=None):
+    """(metrics, per-example outputs for host_metrics); deterministic."""
+    return self.loss(params, batch, rng, deterministic=True, frozen=frozen)[1], {}
+
+  def host_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+    del outputs
+    return {}
+
+  def train_line(self, values: dict[str, float]) -> str:
+    return f"loss {values['loss']:.4f}"
+
+  def eval_line(self, values: dict[str, float]) -> str:
+    return f"loss {values['loss']:.4f}"
+
+  def inputs(self, workdir: str, start_batch: int):
+    raise NotImplementedError
+
+  def warm_start(self, params):
+    return params
+
+  def trainable(self, params):
+    """Bool pytree like `params`: True where the optimizer updates (None: everything)."""
+    del params
+    return None
+
+  def frozen_params(self):
+    return None
+
+  def num_params(self, abstract_params) -> str:
+    return f"{models.param_count(abstract_params) / 1e6:.2f}M params"
+
+
+class Pretraining(Task):
+  """MLM(+NSP/SOP) for BERT/ALBERT; the data contract of bert_jax.data.pipeline."""
+
+  best_metric = "eval/mlm_loss"
+  accuracy_key = "mlm_accuracy"
+
+  def __init__(self, config):
+    super().__init__(config)
+    validate(config.objective, config.model)
+    self.model = models.build(config.model)
+    self.features = batch_lib.pretraining(config.data.max_seq_length, config.data.max_predictions_per_seq)
+    self._loss = build(config, self.model)
+    self._eval_loss = build(config, self.model, eval_auc=True)
+
+  def loss(self, params, batch, rng, deterministic: bool = False, frozen=None):
+    del frozen
+    return self._loss(params, batch, rng, deterministic=deterministic)
+
+  def eval_step(self, params, batch, rng, frozen=None):
+    del frozen
+    metrics = self._eval_loss(params, batch, rng, deterministic=True)[1]
+    return metrics, {"masked_lm_ids": batch["masked_lm_ids"], "masked_lm_weights": batch["masked_lm_weights"]}
+
+  def host_metrics(self, outputs):
+    """The best constant guess: accuracy of the most frequent masked token of the eval batches."""
+    ids, w = outputs["masked_lm_ids"].ravel(), outputs["masked_lm_weights"].ravel()
+    counts = np.unique(ids[w > 0], return_counts=True)[1]
+    return {"most_frequent_token_accuracy": counts.max() / counts.sum() if counts.size else float("nan")}
+
+  def train_line(self, values):
+    return f"loss {values['loss']:.4f} | {self.accuracy_key} {values[self.accuracy_key]:.3f}"
+
+  def eval_line(self, values):
+    return (f"{self.accuracy_key.replace('_', ' ')} {values[self.accuracy_key]:.4f} vs most-frequent-token "
+            f"baseline {values['most_frequent_token_accuracy']:.4f}")
+
+  def inputs(self, workdir, start_batch):
+    """(train iterator at `start_batch`, eval-iterator factory) of per-host numpy batches."""
+    config = self.config
+    if config.data.source == "synthetic":
+      from bert_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+      return synthetic.inputs(config, start_batch)
+    from bert_jax.data import pipeline, tokenizers  # pylint: disable=g-import-not-at-top  # TF only here
+    pi, pc = jax.process_index(), jax.process_count()
+    bs, ebs = config.train.batch_size, config.eval.batch_size or config.train.batch_size
+    tok = tokenizers.build_or_load(config.data, workdir)
+    if tok.vocab_size > config.model.vocab_size:
+      raise ValueError(f"The tokenizer has {tok.vocab_size} ids but config.model.vocab_size="
+                       f"{config.model.vocab_size}; raise config.model.vocab_size to >= {tok.vocab_size}.")
+    train_it = pipeline.train_iterator(config.data, tok, batch_size=bs // pc, process_index=pi,
+                                       process_count=pc, start_batch=start_batch, seed=config.data.seed)
+    eval_fn = lambda: pipeline.eval_iterator(config.data, tok, batch_size=ebs // pc, process_index=pi,  # noqa: E731
+                                             process_count=pc, num_batches=config.eval.num_batches,
+                                             seed=config.data.seed)
+    return train_it, eval_fn
+
+  def warm_start(self, params):
+    if not self.config.init.hf_checkpoint:
+      return params
+    from bert_jax import warm_start  # pylint: disable=g-import-not-at-top
+    return warm_start.from_hf(self.config, params)
+
+
+class Electra(Pretraining):
+  """Generator MLM + discriminator RTD; same data contract as MLM."""
+
+  best_metric = "eval/disc_loss"
+  accuracy_key = "gen_accuracy"
+
+  def train_line(self, values):
+    return super().train_line(values) + f" disc_acc {values['disc_accuracy']:.3f}"
+
+  def eval_line(self, values):
+    return super().eval_line(values) + (
+        f" | disc acc {values['disc_accuracy']:.4f} vs all-real baseline "
+        f"{1 - values['disc_replaced_fraction']:.4f} | disc AUC {values.get('disc_auc', float('nan')):.4f}")
+
+
+def get_task(config) -> Task:
+  """The Task of config.objective.name (validated)."""
+  name = config.objective.name
+  if name not in OBJECTIVES:
+    raise ValueError(f"Unknown config.objective.name={name!r}; choose one of {OBJECTIVES}.")
+  if name == "classify":
+    from bert_jax import finetune  # pylint: disable=g-import-not-at-top
+    return finetune.Classification(config)
+  return Electra(config) if name == "electra" else Pretraining(config)

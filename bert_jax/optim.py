@@ -94,8 +94,38 @@ def scale_by_adam_no_bias_correction(b1: float, b2: float, eps: float) -> optax.
   return optax.GradientTransformation(init, update)
 
 
-def build(opt_config, num_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(optimizer, learning-rate schedule) for config.optimizer."""
+def layer_lr_scales(opt_config, params, num_layers: int):
+  """Per-leaf lr multipliers decay ** (num_layers + 2 - depth) as google-research/electra
+  `_get_layer_lrs`: embeddings (and their projection) at depth 0, transformer layer i at
+  i + 1 (a shared ALBERT group at its top layer's depth), everything else (pooler, task
+  heads) at num_layers + 2. None when config.optimizer.layerwise_lr_decay is 1; frozen
+  (None) leaves stay None."""
+  decay = float(opt_config.get("layerwise_lr_decay", 1.0))
+  if decay == 1.0:
+    return None
+  if not 0 < decay < 1:
+    raise ValueError(f"config.optimizer.layerwise_lr_decay={decay} must be in (0, 1] (1 disables).")
+  flat = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  groups = sorted({int(k.split("group_")[1].split("_")[0]) for k in flat if "group_" in k})
+  n_groups, n_layers = (max(groups) + 1 if groups else 1), num_layers
+
+  def depth(path):
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    if any(n in ("embeddings", "embeddings_project") for n in names):
+      return 0
+    for n in names:
+      if n.startswith("group_") and "_layer_" in n:
+        g = int(n.split("_")[1])
+        # Layer i runs group i * G // L: the group's top layer is the last such i.
+        return max(i for i in range(n_layers) if i * n_groups // n_layers == g) + 1
+    return n_layers + 2
+
+  return jax.tree_util.tree_map_with_path(lambda p, _: decay ** (n_layers + 2 - depth(p)), params)
+
+
+def build(opt_config, num_steps: int, lr_scales=None) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(optimizer, learning-rate schedule) for config.optimizer; `lr_scales` (a tree of floats
+  like the params, e.g. layer_lr_scales) multiplies each leaf's final update."""
   validate(opt_config, num_steps)
   lr_fn = schedule(opt_config, num_steps)
   b1, b2, eps, wd = (float(opt_config[k]) for k in ("b1", "b2", "eps", "weight_decay"))
@@ -111,4 +141,6 @@ def build(opt_config, num_steps: int) -> tuple[optax.GradientTransformation, opt
     if opt_config.name == "lamb":
       chain.append(optax.masked(optax.scale_by_trust_ratio(), decay_mask))
     chain.append(optax.scale_by_learning_rate(lr_fn))
+  if lr_scales is not None:
+    chain.append(optax.stateless(lambda updates, params=None: jax.tree.map(lambda u, f: u * f, updates, lr_scales)))
   return optax.chain(*chain), lr_fn

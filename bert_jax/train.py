@@ -1,9 +1,13 @@
 """The one training loop for BERT, ALBERT and ELECTRA: `train_and_evaluate(config, workdir)`.
 
-Sections: validate -> mesh -> input -> model + abstract state -> shardings -> init / resume ->
-step -> loop (log, eval, checkpoint, preemption). Where the starting point comes from, in order:
-a checkpoint in <workdir>/checkpoints (auto-resume, with the data position) > config.init.hf_checkpoint
-(warm start, fresh optimizer) > random init.
+The loop knows no objective or task by name: everything task-specific comes through the
+`objectives.Task` contract (batch spec, loss, eval metrics, console lines, best metric, inputs,
+warm start, trainable mask, frozen state).
+
+Sections: validate -> mesh -> task -> abstract state -> shardings -> init / resume -> step ->
+loop (log, eval, checkpoint, preemption). Where the starting point comes from, in order: a
+checkpoint in <workdir>/checkpoints (auto-resume, with the data position) > the task's warm
+start (config.init.*: an HF checkpoint, a pretraining workdir; fresh optimizer) > random init.
 """
 
 from __future__ import annotations
@@ -25,12 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bert_jax import batch as batch_lib
 from bert_jax import checkpointing
 from bert_jax import objectives
 from bert_jax import optim
 from bert_jax import sharding
-
-BATCH_KEYS_2D = ("input_ids", "input_mask", "token_type_ids", "segment_ids", "position_ids")
 
 
 def _print(*args) -> None:
@@ -84,116 +87,67 @@ def validate(config, mesh=None, rules=None) -> None:
   objectives.validate(config.objective, config.model)
 
 
-# ----------------------------------------------------------------------------------------------
-# Input: the real tf.data pipeline (bert_jax.data) or TF-free synthetic batches (tests, benchmarks).
-# ----------------------------------------------------------------------------------------------
-SYN_PAD, SYN_CLS, SYN_SEP, SYN_MASK, SYN_FIRST = 0, 1, 2, 3, 5
-
-
-def synthetic_batch(config, index: int, batch_size: int, seed: int) -> dict[str, np.ndarray]:
-  """A learnable global batch: each row counts up from a random start with a random stride.
-
-  Deterministic in (seed, index), so resumed and multi-process runs see identical data.
-  """
-  rs = np.random.RandomState((seed * 1_000_003 + index) % (2**32))
-  L, P, V = config.data.max_seq_length, config.data.max_predictions_per_seq, config.model.vocab_size
-  span = V - SYN_FIRST
-  start = rs.randint(0, span, (batch_size, 1))
-  stride = rs.randint(1, 4, (batch_size, 1))
-  ids = SYN_FIRST + (start + stride * np.arange(L)[None]) % span
-  ids[:, 0], ids[:, -1] = SYN_CLS, SYN_SEP
-  n_real = rs.randint(L // 2, L + 1, batch_size)
-  mask = (np.arange(L)[None] < n_real[:, None]).astype(np.int32)
-  ids = np.where(mask, ids, SYN_PAD)
-  ttype = ((np.arange(L)[None] >= n_real[:, None] // 2) & (mask > 0)).astype(np.int32)
-  pos = np.zeros((batch_size, P), np.int32)
-  weights = np.zeros((batch_size, P), np.float32)
-  for r in range(batch_size):
-    k = min(P, max(1, int(round(0.15 * (n_real[r] - 2)))))
-    pos[r, :k] = np.sort(rs.choice(np.arange(1, n_real[r] - 1), k, replace=False))
-    weights[r, :k] = 1.0
-  labels = np.take_along_axis(ids, pos, 1) * (weights > 0)
-  roll = rs.rand(batch_size, P)
-  replaced = np.where(roll < 0.8, SYN_MASK, np.where(roll < 0.9, rs.randint(SYN_FIRST, V, (batch_size, P)), labels))
-  masked = ids.copy()
-  for r in range(batch_size):
-    k = int(weights[r].sum())
-    masked[r, pos[r, :k]] = replaced[r, :k]
-  return {
-      "input_ids": masked.astype(np.int32), "input_mask": mask, "token_type_ids": ttype,
-      "segment_ids": mask.copy(), "position_ids": np.broadcast_to(np.arange(L, dtype=np.int32), (batch_size, L)).copy(),
-      "masked_lm_positions": pos, "masked_lm_ids": labels.astype(np.int32), "masked_lm_weights": weights,
-      "next_sentence_labels": rs.randint(0, 2, batch_size).astype(np.int32),
-  }
-
-
-def _synthetic_iter(config, global_bs: int, start: int, seed: int, stop: int | None = None):
-  pi, pc = jax.process_index(), jax.process_count()
-  rows = slice(pi * global_bs // pc, (pi + 1) * global_bs // pc)
-  i = start
-  while stop is None or i < stop:
-    yield {k: v[rows] for k, v in synthetic_batch(config, i, global_bs, seed).items()}
-    i += 1
-
-
-def make_inputs(config, workdir: str, start_batch: int):
+def make_inputs(task, workdir: str, start_batch: int):
   """(train iterator at `start_batch`, eval-iterator factory) of per-host numpy batches."""
-  pi, pc = jax.process_index(), jax.process_count()
-  bs, ebs = config.train.batch_size, config.eval.batch_size or config.train.batch_size
-  if config.data.source == "synthetic":
-    # Eval batches use a separate index range so they are never trained on.
-    return (_synthetic_iter(config, bs, start_batch, config.data.seed),
-            lambda: _synthetic_iter(config, ebs, 10**9, config.data.seed, 10**9 + config.eval.num_batches))
-  from bert_jax.data import pipeline, tokenizers  # pylint: disable=g-import-not-at-top  # TF only here
-  tok = tokenizers.build_or_load(config.data, workdir)
-  if tok.vocab_size > config.model.vocab_size:
-    raise ValueError(f"The tokenizer has {tok.vocab_size} ids but config.model.vocab_size="
-                     f"{config.model.vocab_size}; raise config.model.vocab_size to >= {tok.vocab_size}.")
-  train_it = pipeline.train_iterator(config.data, tok, batch_size=bs // pc, process_index=pi,
-                                     process_count=pc, start_batch=start_batch, seed=config.data.seed)
-  eval_fn = lambda: pipeline.eval_iterator(config.data, tok, batch_size=ebs // pc, process_index=pi,
-                                           process_count=pc, num_batches=config.eval.num_batches,
-                                           seed=config.data.seed)
-  return train_it, eval_fn
+  return task.inputs(workdir, start_batch)
 
 
 # ----------------------------------------------------------------------------------------------
 # Model, abstract state and shardings.
 # ----------------------------------------------------------------------------------------------
+def split_trainable(tree, mask):
+  """(trainable, frozen) halves of a params-shaped tree; absent leaves are None."""
+  if mask is None:
+    return tree, None
+  pick = lambda keep: jax.tree.map(lambda x, m: x if m == keep else None, tree, mask)  # noqa: E731
+  return pick(True), pick(False)
+
+
+def merge_trainable(trainable, frozen):
+  if frozen is None:
+    return trainable
+  return jax.tree.map(lambda t, f: f if t is None else t, trainable, frozen, is_leaf=lambda x: x is None)
+
+
 def setup(config, mesh=None, devices=None):
-  """Builds everything jittable: model, optimizer, shardings, init and step functions."""
+  """Builds everything jittable: task, model, optimizer, shardings, init and step functions."""
   from bert_jax import models  # pylint: disable=g-import-not-at-top
 
   models.validate(config.model)
   mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh, devices)
   rules = sharding.rules_from_config(config.mesh)
   validate(config, mesh, rules)
-  model = models.build(config.model)
-  L, P = config.data.max_seq_length, config.data.max_predictions_per_seq
+  task = objectives.get_task(config)
+  L = max((f.shape[0] for k, f in task.features.items() if k == "input_ids"), default=0)
   if L > config.model.max_position_embeddings:
     raise ValueError(f"config.data.max_seq_length={L} exceeds config.model.max_position_embeddings="
                      f"{config.model.max_position_embeddings}.")
-  dummy = models.dummy_batch(config.model, 2, L, P)
-  tx, lr_fn = optim.build(config.optimizer, config.train.num_steps)
+  abstract_params = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
+  mask = task.trainable(abstract_params)
+  tx, lr_fn = optim.build(config.optimizer, config.train.num_steps,
+                          lr_scales=optim.layer_lr_scales(config.optimizer, split_trainable(abstract_params, mask)[0],
+                                                          config.model.num_hidden_layers))
 
   def init_fn(rng):
-    params = models.init_params(model, rng, dummy)
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+    params = task.init_params(rng)
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt_state": tx.init(split_trainable(params, mask)[0]),
             "rng": jax.random.key_data(jax.random.fold_in(rng, 1)),
             "nonfinite": jnp.zeros((), jnp.int32), "skipped": jnp.zeros((), jnp.int32)}
 
   # Init is traced WITHOUT the mesh context: params come out sharded via out_shardings, and
   # flax's boxed-kernel reshape in DenseGeneral would otherwise add rank-mismatched constraints.
   abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
-  logical = models.logical_specs(model, dummy)
+  logical = task.logical_specs()
   repl = sharding.replicated(mesh)
   param_sh = sharding.logical_to_sharding(logical, abstract["params"], mesh, rules)
-  opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract["opt_state"], param_sh,
+  opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract["opt_state"], split_trainable(param_sh, mask)[0],
                                  transform_non_params=lambda _: repl)
   state_sh = {"step": repl, "params": param_sh, "opt_state": opt_sh, "rng": repl, "nonfinite": repl,
               "skipped": repl}
-  return dict(mesh=mesh, rules=rules, model=model, tx=tx, lr_fn=lr_fn, init_fn=init_fn, abstract=abstract,
-              state_sh=state_sh, param_sh=param_sh)
+  return dict(mesh=mesh, rules=rules, task=task, model=task.model, tx=tx, lr_fn=lr_fn, init_fn=init_fn,
+              abstract=abstract, state_sh=state_sh, param_sh=param_sh, trainable=mask,
+              batch_sh=batch_lib.shardings(task.features, mesh, rules))
 
 
 @contextlib.contextmanager
@@ -203,23 +157,21 @@ def mesh_context(mesh, rules):
     yield
 
 
-def _batch_shardings(mesh, rules, keys):
-  return {k: sharding.batch_sharding(mesh, rules, 1 if k == "next_sentence_labels" else 2) for k in keys}
-
-
 def make_train_step(config, s):
-  """step(state, batch) -> (state, metrics): one optimizer update over grad_accum_steps micro-batches."""
-  loss_fn = objectives.build(config, s["model"])
-  tx, lr_fn = s["tx"], s["lr_fn"]
+  """step(state, batch, frozen) -> (state, metrics): one optimizer update over grad_accum_steps
+  micro-batches; gradients and optimizer state cover the task's trainable parameters only."""
+  task, tx, lr_fn, mask = s["task"], s["tx"], s["lr_fn"], s["trainable"]
   accum = int(config.train.grad_accum_steps)
   batch_axes = sharding.batch_axes(s["rules"])
 
-  def step(state, batch):
+  def step(state, batch, frozen=None):
     params = state["params"]
+    train_p, fixed_p = split_trainable(params, mask)
     rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+    loss_fn = lambda tp, b, r: task.loss(merge_trainable(tp, fixed_p), b, r, frozen=frozen)  # noqa: E731
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if accum == 1:
-      (loss, metrics), grads = grad_fn(params, batch, rng)
+      (loss, metrics), grads = grad_fn(train_p, batch, rng)
     else:
       # Micro-batch i takes rows i, i+A, i+2A, ...: every device keeps its own rows (no reshuffle).
       def split(x):
@@ -231,13 +183,13 @@ def make_train_step(config, s):
 
       def body(carry, xs):
         mb, i = xs
-        (l, m), g = grad_fn(params, mb, jax.random.fold_in(rng, i))
+        (l, m), g = grad_fn(train_p, mb, jax.random.fold_in(rng, i))
         g_acc, m_acc, l_acc = carry
         return (jax.tree.map(jnp.add, g_acc, g), objectives.sum_metrics(m_acc, m), l_acc + l), None
 
-      zeros_g = jax.tree.map(jnp.zeros_like, params)
+      zeros_g = jax.tree.map(jnp.zeros_like, train_p)
       first_mb = jax.tree.map(lambda x: x[0], micro)
-      zeros_m = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: loss_fn(params, first_mb, rng)[1]))
+      zeros_m = jax.eval_shape(lambda: loss_fn(train_p, first_mb, rng)[1])
       zeros_m = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), zeros_m)
       (grads, metrics, loss), _ = jax.lax.scan(body, (zeros_g, zeros_m, jnp.zeros((), jnp.float32)),
                                                (micro, jnp.arange(accum)))
@@ -245,9 +197,9 @@ def make_train_step(config, s):
       loss = loss / accum
     grad_norm = optax.global_norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, new_opt = tx.update(grads, state["opt_state"], params)
-    new_params = optax.apply_updates(params, updates)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    updates, new_opt = tx.update(grads, state["opt_state"], train_p)
+    new_params = merge_trainable(optax.apply_updates(train_p, updates), fixed_p)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)  # noqa: E731
     nonfinite = jnp.where(ok, 0, state["nonfinite"] + 1)
     new_state = {"step": state["step"] + 1, "params": keep(new_params, params),
                  "opt_state": keep(new_opt, state["opt_state"]), "rng": state["rng"],
@@ -264,20 +216,18 @@ def make_train_step(config, s):
 
 
 def make_eval_step(config, s):
-  loss_fn = objectives.build(config, s["model"], eval_auc=True)
+  task = s["task"]
 
-  def step(params, batch):
+  def step(params, batch, frozen=None):
     # ELECTRA samples replacements at eval too: a fixed key keeps eval reproducible.
-    return loss_fn(params, batch, jax.random.PRNGKey(config.seed + 1), deterministic=True)[1]
+    return task.eval_step(params, batch, jax.random.PRNGKey(config.seed + 1), frozen=frozen)
 
   return step
 
 
 def compile_steps(config, s):
   """Jitted train / eval / init functions with explicit shardings; the state is donated."""
-  keys = list(synthetic_batch_keys())
-  batch_sh = _batch_shardings(s["mesh"], s["rules"], keys)
-  repl = sharding.replicated(s["mesh"])
+  batch_sh, repl = s["batch_sh"], sharding.replicated(s["mesh"])
   train_step = jax.jit(make_train_step(config, s), in_shardings=(s["state_sh"], batch_sh),
                        out_shardings=(s["state_sh"], repl), donate_argnums=0)
   eval_step = jax.jit(make_eval_step(config, s), in_shardings=(s["param_sh"], batch_sh), out_shardings=repl)
@@ -285,48 +235,8 @@ def compile_steps(config, s):
   return train_step, eval_step, init
 
 
-def synthetic_batch_keys():
-  return BATCH_KEYS_2D + ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
-
-
 def _to_global(batch, s):
-  batch = {k: batch[k] for k in synthetic_batch_keys()}
-  return sharding.global_batch(batch, s["mesh"], s["rules"])
-
-
-# ----------------------------------------------------------------------------------------------
-# Warm start from an imported HuggingFace checkpoint.
-# ----------------------------------------------------------------------------------------------
-def warm_start_params(config, params):
-  """Overwrites `params` leaves with those of config.init.hf_checkpoint (shapes must match)."""
-  from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
-
-  hf_config, hf_params = hf.load_hf_checkpoint(config.init.hf_checkpoint)
-  if hf_config["family"] != config.model.family:
-    raise ValueError(f"config.init.hf_checkpoint={config.init.hf_checkpoint!r} holds a "
-                     f"{hf_config['family']} model but config.model.family={config.model.family!r}; "
-                     f"use configs/{hf_config['family']}.py or another checkpoint.")
-  flat_new = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(hf_params)[0]}
-  n_loaded = 0
-
-  def take(path, old):
-    nonlocal n_loaded
-    key = jax.tree_util.keystr(path)
-    if key not in flat_new:
-      return old
-    new = np.asarray(flat_new[key])
-    if new.shape != old.shape:
-      raise ValueError(f"config.init.hf_checkpoint: {key} has shape {new.shape}, the model wants "
-                       f"{old.shape}; make config.model match the checkpoint's config.json.")
-    n_loaded += 1
-    return jax.device_put(new.astype(old.dtype), old.sharding)
-
-  out = jax.tree_util.tree_map_with_path(take, params)
-  if n_loaded == 0:
-    raise ValueError(f"config.init.hf_checkpoint={config.init.hf_checkpoint!r}: none of its "
-                     f"{len(flat_new)} tensors matches a parameter of config.model.")
-  _print(f"Warm start: {n_loaded}/{len(flat_new)} tensors from {config.init.hf_checkpoint}")
-  return out
+  return batch_lib.to_global(s["task"].features, batch, s["mesh"], s["rules"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -373,19 +283,19 @@ def _eta(seconds: float) -> str:
 # ----------------------------------------------------------------------------------------------
 # The loop.
 # ----------------------------------------------------------------------------------------------
-def evaluate(eval_step, params, eval_fn, s) -> tuple[dict[str, float], float]:
-  """Eval metrics over the held-out batches and the most-frequent-target-token accuracy."""
-  total, counts = None, {}
+def evaluate(eval_step, params, eval_fn, s) -> dict[str, float]:
+  """The task's eval metrics over the held-out batches: device metrics summed, per-example
+  outputs gathered for the task's host-side metrics."""
+  total, outputs = None, []
   for batch in eval_fn():
-    m = eval_step(params, _to_global(batch, s))
+    m, out = eval_step(params, _to_global(batch, s))
     total = m if total is None else objectives.sum_metrics(total, m)
-    ids, w = np.asarray(batch["masked_lm_ids"]).ravel(), np.asarray(batch["masked_lm_weights"]).ravel()
-    for i, c in zip(*np.unique(ids[w > 0], return_counts=True)):
-      counts[int(i)] = counts.get(int(i), 0) + int(c)
+    outputs.append(jax.device_get(out))
   if total is None:
     raise ValueError("The eval iterator yielded no batches: check config.eval.num_batches and the eval split.")
-  n = sum(counts.values())
-  return objectives.reduce_metrics(total), (max(counts.values()) / n if n else float("nan"))
+  values = objectives.reduce_metrics(total)
+  values.update(s["task"].host_metrics({k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}))
+  return values
 
 
 _SETUP_CACHE: dict[str, Any] = {}
@@ -413,10 +323,14 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
 
   `devices` (default: all) are the devices the mesh is built from.
   """
-  # --- setup -------------------------------------------------------------------------------
+  # --- setup (validation always runs, also when the compiled steps come from the cache) -----
+  validate(config, sharding.make_mesh(config.mesh, devices), sharding.rules_from_config(config.mesh))
   s, (train_step, eval_step, init) = _setup_cached(config, devices)
-  mesh, rules = s["mesh"], s["rules"]
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint)
+  mesh, rules, task = s["mesh"], s["rules"], s["task"]
+  best_metric = config.checkpoint.best_metric or task.best_metric
+  best_mode = config.checkpoint.best_mode or task.best_mode
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint,
+                                    best_metric=best_metric, best_mode=best_mode)
   abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                           s["abstract"], s["state_sh"])
 
@@ -430,11 +344,12 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
   else:
     state = init(jax.random.PRNGKey(config.seed))
     start = data_pos = 0
-    if config.init.hf_checkpoint:
-      params = warm_start_params(config, state["params"])
-      opt_state = jax.jit(s["tx"].init, out_shardings=s["state_sh"]["opt_state"])(params)
+    params = task.warm_start(state["params"])
+    if params is not state["params"]:
+      opt_init = lambda p: s["tx"].init(split_trainable(p, s["trainable"])[0])  # noqa: E731
+      opt_state = jax.jit(opt_init, out_shardings=s["state_sh"]["opt_state"])(params)
       state = dict(state, params=params, opt_state=opt_state)
-  train_it, eval_fn = make_inputs(config, workdir, data_pos)
+  train_it, eval_fn = make_inputs(task, workdir, data_pos)
 
   with mesh_context(mesh, rules):
 
@@ -442,8 +357,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
     if jax.process_index() == 0:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       writer = SummaryWriter(os.path.join(workdir, "tb"))
-      n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(s["abstract"]["params"]))
-      _print(f"{config.model.family}: {n_params / 1e6:.2f}M params | mesh {dict(mesh.shape)} "
+      _print(f"{config.model.family}: {task.num_params(s['abstract']['params'])} | mesh {dict(mesh.shape)} "
              f"preset {config.mesh.preset} | {jax.device_count()} devices, {jax.process_count()} processes")
 
     num_steps = int(config.train.num_steps)
@@ -451,6 +365,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
     tokens_per_step = config.train.batch_size * config.data.max_seq_length
     step, pending, prev, status = start, [], None, "done"
     last_eval: dict[str, float] = {}
+    best, evals_since_best = None, 0  # early stop (config.eval.early_stop_patience)
+    patience = int(config.eval.get("early_stop_patience", 0) or 0)
     history: list[tuple[int, dict[str, float]]] = []  # (step, train log values), returned
     t_last, step_last = time.time(), start
 
@@ -494,25 +410,26 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
           t_last, step_last = time.time(), step
           log_summaries("train", values)
           history.append((step, values))
-          main = "gen_accuracy" if "gen_accuracy" in values else "mlm_accuracy"
-          extra = f" disc_acc {values['disc_accuracy']:.3f}" if "disc_accuracy" in values else ""
-          _print(f"step {step}/{num_steps} | loss {values['loss']:.4f} | {main} {values[main]:.3f}{extra} | "
+          _print(f"step {step}/{num_steps} | {task.train_line(values)} | "
                  f"lr {values['learning_rate']:.2e} | {rate:.2f} steps/s | ETA {_eta((num_steps - step) / max(rate, 1e-9))}")
 
         eval_now = step % config.eval.every_steps == 0 or step == num_steps
         if eval_now:
-          last_eval, baseline = evaluate(eval_step, state["params"], eval_fn, s)
-          last_eval["most_frequent_token_accuracy"] = baseline
+          last_eval = evaluate(eval_step, state["params"], eval_fn, s)
           log_summaries("eval", last_eval)
-          acc_key = "gen_accuracy" if "gen_accuracy" in last_eval else "mlm_accuracy"
-          line = (f"eval @ {step}: {acc_key.replace('_', ' ')} {last_eval[acc_key]:.4f} vs most-frequent-token "
-                  f"baseline {baseline:.4f}")
-          if "disc_accuracy" in last_eval:
-            line += (f" | disc acc {last_eval['disc_accuracy']:.4f} vs all-real baseline "
-                     f"{1 - last_eval['disc_replaced_fraction']:.4f} | disc AUC {last_eval.get('disc_auc', float('nan')):.4f}")
-          _print(line)
+          _print(f"eval @ {step}: {task.eval_line(last_eval)}")
+          value = last_eval.get(best_metric.split("/", 1)[-1], float("nan"))
+          if best is None or (value > best if best_mode == "max" else value < best):
+            best, evals_since_best = value, 0
+          else:
+            evals_since_best += 1
         if step % config.checkpoint.every_steps == 0 or step == num_steps:
           save({f"eval/{k}": v for k, v in last_eval.items()} if eval_now else None)
+        if patience and eval_now and evals_since_best >= patience and step < num_steps:
+          _print(f"Early stop at step {step}: {best_metric} has not improved for {patience} evaluations "
+                 f"(best {best:.4f}).")
+          status = "early_stopped"
+          break
 
       if status == "nonfinite":
         _print(f"Stopping at step {step}: {config.train.max_consecutive_nonfinite} consecutive non-finite "
@@ -523,4 +440,4 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
     if writer is not None:
       writer.close()
   return {"status": status, "step": step, "state": state, "eval": last_eval, "history": history,
-          "checkpoint_steps": ckpt.all_steps()}
+          "checkpoint_steps": ckpt.all_steps(), "best": {best_metric: best}}

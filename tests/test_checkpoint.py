@@ -13,6 +13,7 @@ import pytest
 from bert_jax import checkpointing
 from bert_jax import sharding
 from bert_jax import train
+from bert_jax import warm_start
 from train_testlib import tiny_config, tree_max_diff
 
 
@@ -164,7 +165,7 @@ def test_warm_start_from_hf_checkpoint(tmp_path):
   s = train.setup(c)
   _, _, init = train.compile_steps(c, s)
   state = init(jax.random.PRNGKey(0))
-  warm = train.warm_start_params(c, state["params"])
+  warm = warm_start.from_hf(c, state["params"])
   flat_hf = dict(jax.tree_util.tree_flatten_with_path(hf_params)[0])
   flat_warm = dict(jax.tree_util.tree_flatten_with_path(warm)[0])
   flat_init = dict(jax.tree_util.tree_flatten_with_path(state["params"])[0])
@@ -180,4 +181,4 @@ def test_warm_start_from_hf_checkpoint(tmp_path):
   other = tiny_config("albert", steps=1)
   other.init.hf_checkpoint = str(tmp_path / "hf")
   with pytest.raises(ValueError, match="holds a bert model but config.model.family='albert'"):
-    train.warm_start_params(other, state["params"])
+    warm_start.from_hf(other, state["params"])

@@ -402,14 +402,14 @@ def test_warm_start_from_hf_directory_loads_every_tensor(tmp_path):
   """config.init.hf_checkpoint path of the train loop: HF dir -> our params, leaf by leaf."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from bert_jax import train  # pylint: disable=g-import-not-at-top
+  from bert_jax import warm_start  # pylint: disable=g-import-not-at-top
   ref = perturbed(transformers.BertForPreTraining(transformers.BertConfig(**BERT_CFG)))
   ref.save_pretrained(tmp_path / "hf")
   cfg, want, _ = hf.import_hf(str(tmp_path / "hf"))
   fresh = jax.tree.map(lambda w: jax.numpy.zeros(w.shape, w.dtype), want)
   config = ml_collections.ConfigDict({"init": {"hf_checkpoint": str(tmp_path / "hf")},
                                       "model": {"family": "bert"}})
-  got = train.warm_start_params(config, fresh)
+  got = warm_start.from_hf(config, fresh)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_array_equal(np.asarray(a), b)
 

@@ -6,9 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bert_jax.data import synthetic
 from bert_jax import models
 from bert_jax import objectives
-from bert_jax import train
 from train_testlib import tiny_config
 
 
@@ -62,7 +62,7 @@ def test_electra_generator_gets_no_gradient_from_discriminator():
   config = tiny_config("electra")
   config.objective.gen_weight = 0.0
   model = models.build(config.model)
-  batch = {k: jnp.asarray(v) for k, v in train.synthetic_batch(config, 0, 4, 0).items()}
+  batch = {k: jnp.asarray(v) for k, v in synthetic.batch(config, 0, 4, 0).items()}
   params = jax.jit(lambda r: models.init_params(model, r, batch))(jax.random.PRNGKey(0))
   loss_fn = objectives.build(config, model)
   grads, metrics = jax.jit(jax.grad(lambda p: loss_fn(p, batch, jax.random.PRNGKey(1)), has_aux=True))(params)
@@ -79,7 +79,7 @@ def test_electra_generator_gets_no_gradient_from_discriminator():
 def test_mlm_with_sentence_loss_adds_both():
   config = tiny_config("albert")  # MLM + SOP
   model = models.build(config.model)
-  batch = {k: jnp.asarray(v) for k, v in train.synthetic_batch(config, 0, 4, 0).items()}
+  batch = {k: jnp.asarray(v) for k, v in synthetic.batch(config, 0, 4, 0).items()}
   params = jax.jit(lambda r: models.init_params(model, r, batch))(jax.random.PRNGKey(0))
   loss_fn = objectives.build(config, model)
   loss, metrics = jax.jit(lambda p, b: loss_fn(p, b, None, deterministic=True))(params, batch)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from bert_jax.data import synthetic
 from bert_jax import sharding
 from bert_jax import train
 from train_testlib import tiny_config, tree_max_diff
@@ -64,7 +65,7 @@ def _one_step(config, mesh):
   s = train.setup(config, mesh=mesh)
   train_step, _, init = train.compile_steps(config, s)
   state = init(jax.random.PRNGKey(0))
-  batch = train.synthetic_batch(config, 0, config.train.batch_size, 0)
+  batch = synthetic.batch(config, 0, config.train.batch_size, 0)
   with train.mesh_context(s["mesh"], s["rules"]):
     new_state, metrics = train_step(state, train._to_global(batch, s))  # pylint: disable=protected-access
   return jax.device_get(new_state["params"]), float(np.asarray(metrics["loss"])[0]), new_state, s

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from bert_jax.data import synthetic
 from bert_jax import train
 from train_testlib import ROOT, tiny_config, tree_max_diff
 
@@ -43,7 +44,7 @@ def test_bad_config_fails_before_compiling(edit, match, tmp_path, monkeypatch):
 
 def _equal_weight_batch(config, index, rows):
   """Every row has all P predictions real, so micro-batch means average to the full-batch mean."""
-  b = train.synthetic_batch(config, index, rows, 0)
+  b = synthetic.batch(config, index, rows, 0)
   P = b["masked_lm_positions"].shape[1]
   pos = np.tile(np.arange(1, P + 1, dtype=np.int32), (rows, 1))
   b["masked_lm_positions"] = pos
@@ -224,7 +225,7 @@ def test_electra_discriminator_learns_replaced_tokens():
   s = train.setup(c, devices=jax.devices()[:1])
   step, _, init = train.compile_steps(c, s)
   state = init(jax.random.PRNGKey(0))
-  batch = train._to_global(train.synthetic_batch(c, 0, 16, 0), s)  # pylint: disable=protected-access
+  batch = train._to_global(synthetic.batch(c, 0, 16, 0), s)  # pylint: disable=protected-access
   with train.mesh_context(s["mesh"], s["rules"]):
     for _ in range(100):
       state, m = step(state, batch)

@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from bert_jax import batch as batch_lib
 from bert_jax import train
 
 # HBM per chip in GiB, for the "fits" column (public Cloud TPU figures).
@@ -72,12 +73,7 @@ def compile_train_step(config, devices) -> tuple[Any, dict]:
   train_step, _, _ = train.compile_steps(config, s)
   state = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                        s["abstract"], s["state_sh"])
-  bs, L, P = config.train.batch_size, config.data.max_seq_length, config.data.max_predictions_per_seq
-  shapes = {k: ((bs,), np.int32) if k == "next_sentence_labels" else
-            ((bs, P), np.float32 if k == "masked_lm_weights" else np.int32) if k.startswith("masked")
-            else ((bs, L), np.int32) for k in train.synthetic_batch_keys()}
-  batch_sh = train._batch_shardings(s["mesh"], s["rules"], list(shapes))  # pylint: disable=protected-access
-  batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sh[k]) for k, (shape, dtype) in shapes.items()}
+  batch = batch_lib.abstract(s["task"].features, config.train.batch_size, s["mesh"], s["rules"])
   with train.mesh_context(s["mesh"], s["rules"]):
     compiled = train_step.lower(state, batch).compile()
   return compiled, s

@@ -17,6 +17,7 @@ activations use "batch", "length". HF checkpoints: bert_jax.interop.hf.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import flax.linen as nn
@@ -38,11 +39,6 @@ __all__ = [
     "generator_config", "init_params", "logical_specs", "param_count", "validate",
 ]
 
-# Keys of the batch dict the models read (the other batch keys are labels).
-MODEL_INPUTS = ("input_ids", "input_mask", "token_type_ids", "masked_lm_positions",
-                "segment_ids", "position_ids")
-
-
 def build(model_config: Any) -> nn.Module:
   """The pretraining model of config.model.family (validated first)."""
   cfg = validate(model_config)
@@ -53,28 +49,18 @@ def build(model_config: Any) -> nn.Module:
 
 def dummy_batch(model_config: Any, batch_size: int = 2, seq_len: int = 16,
                 max_predictions: int = 4) -> dict[str, np.ndarray]:
-  """A batch with every key of the data contract (zeros, all tokens real)."""
+  """A batch of the pretraining data contract (bert_jax.batch.pretraining; zeros, all real)."""
   del model_config  # shapes only depend on the sizes; kept for a uniform signature
-  b, l, p = batch_size, seq_len, max_predictions
-  return {
-      "input_ids": np.zeros((b, l), np.int32),
-      "input_mask": np.ones((b, l), np.int32),
-      "token_type_ids": np.zeros((b, l), np.int32),
-      "segment_ids": np.ones((b, l), np.int32),
-      "position_ids": np.broadcast_to(np.arange(l, dtype=np.int32), (b, l)).copy(),
-      "masked_lm_positions": np.zeros((b, p), np.int32),
-      "masked_lm_ids": np.zeros((b, p), np.int32),
-      "masked_lm_weights": np.zeros((b, p), np.float32),
-      "next_sentence_labels": np.zeros((b,), np.int32),
-  }
+  from bert_jax import batch as batch_lib  # pylint: disable=g-import-not-at-top
+  return batch_lib.dummy(batch_lib.pretraining(seq_len, max_predictions), batch_size)
 
 
-def model_inputs(model: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
-  """The subset of `batch` that `model.__call__` takes as keyword arguments."""
-  keys = MODEL_INPUTS
-  if isinstance(model, (ForSequenceClassification, ForQuestionAnswering)):
-    keys = tuple(k for k in MODEL_INPUTS if k != "masked_lm_positions")
-  return {k: batch[k] for k in keys if k in batch}
+def model_inputs(fn, batch: dict[str, Any]) -> dict[str, Any]:
+  """The keys of `batch` that `fn` (a module, whose __call__ is used, or a module method)
+  takes as keyword arguments: the signature is the one list of model inputs."""
+  fn = fn.__call__ if isinstance(fn, nn.Module) else fn
+  names = [p for p in inspect.signature(fn).parameters if p not in ("self", "deterministic")]
+  return {k: batch[k] for k in names if k in batch}
 
 
 def _init(model: nn.Module, rng: jax.Array, batch: dict[str, Any]):
