@@ -2,6 +2,8 @@ r"""Entry point (the only file with flags).
 
   python -m bert_jax.main --config=configs/electra.py:small --workdir=gs://bucket/run1 \
       --config.data.mask_rate=0.25
+  python -m bert_jax.main --config=configs/finetune.py:sst2 --workdir=runs/sst2 \
+      --config.init.workdir=gs://bucket/run1 --config.finetune.seeds=5
 
 Re-running the same command resumes from the newest checkpoint in --workdir. On a multi-host
 TPU pod slice run the same command on every host (see launch/tpu_vm.sh); jax.distributed is
@@ -52,7 +54,12 @@ def main(argv) -> None:
   logging.getLogger().setLevel(logging.WARNING if jax.process_index() == 0 else logging.ERROR)
   # Data workers must not grab accelerator memory; tf is imported lazily by bert_jax.data only.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  config = _CONFIG.value
+  if config.objective.name == "classify":  # fine-tuning: seeds, best-epoch scoring, results.json
+    from bert_jax import finetune  # pylint: disable=g-import-not-at-top
+    finetune.run(config, _WORKDIR.value)
+    return
+  summary = train.train_and_evaluate(config, _WORKDIR.value)
   if summary["status"] == "nonfinite":
     sys.exit(1)
 

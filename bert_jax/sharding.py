@@ -5,6 +5,8 @@ Model code names logical axes ("batch", "embed", "mlp", ...). A preset is an ORD
 one PartitionSpec, so e.g. activations ("batch", "length", "embed") under `fsdp` shard the
 batch over (data, fsdp) and leave "embed" replicated, while a kernel ("embed", "mlp") shards
 "embed" over fsdp.
+No preset names "lora" (LoRA rank) or "adapter" (adapter bottleneck): those axes stay
+replicated, while the other axes of LoRA/adapter params follow their kernel's.
 """
 
 from __future__ import annotations

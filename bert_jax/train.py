@@ -109,6 +109,19 @@ def merge_trainable(trainable, frozen):
   return jax.tree.map(lambda t, f: f if t is None else t, trainable, frozen, is_leaf=lambda x: x is None)
 
 
+def make_init_fn(task, tx, mask):
+  """rng -> the train state: params, optimizer state of the trainable ones, step, rng, counters."""
+
+  def init_fn(rng):
+    params = task.init_params(rng)
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt_state": tx.init(split_trainable(params, mask)[0]),
+            "rng": jax.random.key_data(jax.random.fold_in(rng, 1)),
+            "nonfinite": jnp.zeros((), jnp.int32), "skipped": jnp.zeros((), jnp.int32)}
+
+  return init_fn
+
+
 def setup(config, mesh=None, devices=None):
   """Builds everything jittable: task, model, optimizer, shardings, init and step functions."""
   from bert_jax import models  # pylint: disable=g-import-not-at-top
@@ -128,13 +141,7 @@ def setup(config, mesh=None, devices=None):
                           lr_scales=optim.layer_lr_scales(config.optimizer, split_trainable(abstract_params, mask)[0],
                                                           config.model.num_hidden_layers))
 
-  def init_fn(rng):
-    params = task.init_params(rng)
-    return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "opt_state": tx.init(split_trainable(params, mask)[0]),
-            "rng": jax.random.key_data(jax.random.fold_in(rng, 1)),
-            "nonfinite": jnp.zeros((), jnp.int32), "skipped": jnp.zeros((), jnp.int32)}
-
+  init_fn = make_init_fn(task, tx, mask)
   # Init is traced WITHOUT the mesh context: params come out sharded via out_shardings, and
   # flax's boxed-kernel reshape in DenseGeneral would otherwise add rank-mismatched constraints.
   abstract = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
@@ -298,6 +305,18 @@ def evaluate(eval_step, params, eval_fn, s) -> dict[str, float]:
   return values
 
 
+CONFIG_FILE = "config.json"
+
+
+def write_config(config, workdir: str) -> None:
+  """<workdir>/config.json: what a later fine-tune or export needs to rebuild this run's model."""
+  if jax.process_index() == 0:
+    from etils import epath  # pylint: disable=g-import-not-at-top  # local and gs:// alike
+    path = epath.Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_FILE).write_text(config.to_json(indent=2))
+
+
 _SETUP_CACHE: dict[str, Any] = {}
 
 
@@ -350,6 +369,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
       opt_state = jax.jit(opt_init, out_shardings=s["state_sh"]["opt_state"])(params)
       state = dict(state, params=params, opt_state=opt_state)
   train_it, eval_fn = make_inputs(task, workdir, data_pos)
+  write_config(config, workdir)
 
   with mesh_context(mesh, rules):
 

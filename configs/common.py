@@ -27,6 +27,9 @@ LOGICAL_AXES = ("batch", "length", "embed", "hidden", "heads", "kv", "mlp", "voc
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """Parses `variant=base,runlocal` (or `base,runlocal`) into typed fields."""
   result = ml_collections.ConfigDict(dict(defaults))
+  # A bare first token sets `variant`, or else the first string argument (e.g. a task name).
+  positional = "variant" if "variant" in defaults else next(
+      (k for k, v in defaults.items() if isinstance(v, str)), None)
   if not arg:
     return result
   for i, token in enumerate(t.strip() for t in arg.split(",")):
@@ -34,8 +37,8 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
       continue
     if "=" in token:
       key, value = token.split("=", 1)
-    elif i == 0 and "variant" in defaults:
-      key, value = "variant", token
+    elif i == 0 and positional:
+      key, value = positional, token
     else:
       key, value = token, "True"
     if key not in defaults:
@@ -85,6 +88,18 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   # Compute dtype; parameters are always float32.
   c.dtype = "float32"                # float32 | bfloat16
   c.remat = False                    # rematerialise each layer in the backward pass
+  # Parameter-efficient fine-tuning, off by default (pretraining trees unchanged).
+  # LoRA: y += dropout(x) A B * lora_alpha / lora_rank on the targeted kernels of every layer
+  # (A: lora_a, B: lora_b = 0 at init). Targets: query, key, value, attention_output,
+  # intermediate, output (FFN out); shorthands q, k, v, out, ffn (= intermediate,output).
+  c.lora_rank = 0                    # 0: off
+  c.lora_alpha = 16.0
+  c.lora_dropout = 0.0
+  c.lora_targets = "query,value"
+  # Houlsby bottleneck adapters (H -> adapter_size -> H + skip, identity at init) after the
+  # attention output and/or the FFN output, before each residual add + LayerNorm.
+  c.adapter_size = 0                 # 0: off
+  c.adapter_placement = "attention,ffn"   # attention | ffn | attention,ffn
   c.update(overrides)
   return c
 
@@ -151,6 +166,26 @@ def objective_config(**overrides) -> ml_collections.ConfigDict:
   return c
 
 
+def finetune_config(**overrides) -> ml_collections.ConfigDict:
+  """Fine-tuning task, data and method (owned by bert_jax.finetune)."""
+  c = ml_collections.ConfigDict()
+  c.task = "sst2"                    # cola sst2 mrpc stsb qqp mnli qnli rte wnli | tsv (label<TAB>text)
+  c.source = "tsv"                   # tsv (GLUE distribution files) | tfds (glue/<task>)
+  c.data_dir = ""                    # tsv: the task's directory; tfds: data_dir (empty: TFDS default)
+  c.labels = ""                      # tsv task: comma-separated label names; empty: <data_dir>/labels.txt
+  c.eval_split = ""                  # empty: the task's (validation; MNLI matched + mismatched)
+  c.train_examples = 0               # > 0: a fixed random subset of train (seeded by subset_seed)
+  c.subset_seed = 0
+  c.truncation = "bert"              # bert (google-research/bert) | hf_fast (transformers' tokenizers)
+  c.epochs = 3.0
+  c.warmup_proportion = 0.1
+  c.seeds = 1                        # runs with seeds seed, seed + 1, ...; results.json has each and the median
+  c.method = "full"                  # full | lora (config.model.lora_*) | adapters (config.model.adapter_*)
+  c.random_init = False              # the starting point's architecture and tokenizer, random weights
+  c.update(overrides)
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Everything but the model/data/objective sections, with BERT-base recipe defaults."""
   c = ml_collections.ConfigDict()
@@ -177,6 +212,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.eps = 1e-6
   c.optimizer.weight_decay = 0.01
   c.optimizer.clip_grad_norm = 1.0   # 0 disables
+  # Layer-wise lr decay (ELECTRA fine-tuning): lr * decay ** (depth from the top); 1.0 disables.
+  c.optimizer.layerwise_lr_decay = 1.0
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1                   # one of data/fsdp/tensor may be -1: the rest of the devices
@@ -189,20 +226,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.every_steps = 1000
   c.checkpoint.keep = 3
   c.checkpoint.keep_best = 1
-  c.checkpoint.best_metric = "eval/mlm_loss"
-  c.checkpoint.best_mode = "min"
+  c.checkpoint.best_metric = ""      # empty: the task's (eval/mlm_loss, eval/disc_loss, eval/<task metric>)
+  c.checkpoint.best_mode = ""        # min | max; empty: the task's
   c.checkpoint.async_save = True
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every_steps = 1000
   c.eval.num_batches = 20
   c.eval.batch_size = 0              # 0: train.batch_size
+  c.eval.early_stop_patience = 0     # stop after this many evals without a better best_metric; 0: never
 
   c.log = ml_collections.ConfigDict()
   c.log.every_steps = 100
 
   c.init = ml_collections.ConfigDict()
   c.init.hf_checkpoint = ""          # warm start from an HF directory (bert_jax.interop.hf)
+  c.init.workdir = ""                # fine-tuning: start from a bert_jax pretraining workdir
+  c.init.checkpoint = "latest"       # ... its latest | best | <step> checkpoint
   return c
 
 

@@ -7,6 +7,8 @@ or `pytorch_model.bin`, which needs torch). Supported HF classes:
   bert     BertModel, BertForPreTraining, BertForMaskedLM (and any Bert* backbone)
   albert   AlbertModel, AlbertForPreTraining, AlbertForMaskedLM
   electra  ElectraForPreTraining (discriminator) + optionally ElectraForMaskedLM (generator)
+  and [Bert|Albert|Electra]ForSequenceClassification <-> our models.ForSequenceClassification
+  (`load_classifier`, `export_classifier`; a backbone-only checkpoint also loads).
 
 An ELECTRA pair is imported from the discriminator directory plus the generator directory
 (`generator_dir`, or `<dir>/generator` when it exists); the shared embeddings come from the
@@ -41,6 +43,10 @@ _TIED_OR_BUFFERS = ("position_ids", "token_type_ids", "cls.predictions.decoder.w
 
 ARCHITECTURES = {"bert": "BertForPreTraining", "albert": "AlbertForPreTraining",
                  "electra": "ElectraForPreTraining", "generator": "ElectraForMaskedLM"}
+CLASSIFIER_ARCHITECTURES = {"bert": "BertForSequenceClassification",
+                            "albert": "AlbertForSequenceClassification",
+                            "electra": "ElectraForSequenceClassification"}
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,6 +163,23 @@ def name_map(cfg: ModelConfig, part: str, prefix: str | None = None) -> list[Ent
       out += [Entry(("generator_mlm", "bias"), "generator_lm_head.bias", "copy")]
     return out
   raise ValueError(f"Unknown part {part!r}.")
+
+
+def classifier_name_map(cfg: ModelConfig, prefix: str | None = None) -> list[Entry]:
+  """Entries of HF <Family>ForSequenceClassification for our ForSequenceClassification tree.
+
+  BERT/ALBERT: the backbone (pooler included) + `classifier` -> classifier/dense. ELECTRA:
+  the discriminator backbone under bert/, `classifier.dense` -> pre_classifier and
+  `classifier.out_proj` -> classifier/dense. `prefix` as in name_map ("" for a bare backbone).
+  """
+  if cfg.family in _MLM_FAMILY_KEYS:
+    out = [e for e in name_map(cfg, cfg.family, prefix) if e.path[0] == "bert"]
+    return out + _linear("classifier", ("classifier", "dense"))
+  rename = {"embeddings": ("bert", "embeddings"), "discriminator_encoder": ("bert", "encoder")}
+  out = [dataclasses.replace(e, path=rename[e.path[0]] + e.path[1:])
+         for e in name_map(cfg, "electra", prefix) if e.path[0] in rename]
+  return (out + _linear("classifier.dense", ("pre_classifier",))
+          + _linear("classifier.out_proj", ("classifier", "dense")))
 
 
 def to_ours(e: Entry, w: np.ndarray) -> np.ndarray:
@@ -428,6 +451,128 @@ def export_hf(cfg: Any, params: Params, hf_dir: str) -> list[str]:
     with open(os.path.join(directory, "config.json"), "w") as f:
       json.dump(config_to_hf(cfg, part), f, indent=2, sort_keys=True)
   return [d for d, _ in parts]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequence classification: HF *ForSequenceClassification <-> models.ForSequenceClassification.
+# ---------------------------------------------------------------------------------------------
+def _head_info(num_labels: int, problem_type: str | None, id2label: dict | None,
+               where: str) -> dict[str, Any]:
+  problem_type = problem_type or ("regression" if num_labels == 1
+                                  else "single_label_classification")
+  if problem_type not in PROBLEM_TYPES:
+    raise ValueError(f"{where}: problem_type={problem_type!r}; choose one of {PROBLEM_TYPES}.")
+  if problem_type == "single_label_classification" and num_labels < 2:
+    raise ValueError(f"{where}: single_label_classification needs num_labels >= 2 (got "
+                     f"{num_labels}); use num_labels=2 for binary tasks or "
+                     "problem_type='regression'.")
+  if id2label:
+    id2label = {int(k): str(v) for k, v in id2label.items()}
+    if sorted(id2label) != list(range(num_labels)):
+      raise ValueError(f"{where}: id2label has ids {sorted(id2label)}, but the classifier has "
+                       f"{num_labels} labels; give one name per label id 0..{num_labels - 1}.")
+  else:
+    id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+  return {"num_labels": num_labels, "problem_type": problem_type, "id2label": id2label}
+
+
+def load_classifier(hf_dir: str) -> tuple[ModelConfig, Params, dict[str, Any] | None]:
+  """(config, params in the ForSequenceClassification layout, head) of a checkpoint dir.
+
+  params hold ONLY the tensors found (a backbone checkpoint gives just "bert"; the caller
+  initialises the rest). head is {num_labels, problem_type, id2label} when the checkpoint has
+  a sequence-classification head, else None. Accepts HF *ForSequenceClassification, bare
+  backbones (with or without the family prefix), *ForPreTraining / *ForMaskedLM (ELECTRA:
+  the discriminator's backbone) and our converted directories (`load_converted`).
+  """
+  from bert_jax import models  # pylint: disable=g-import-not-at-top
+
+  if os.path.exists(os.path.join(hf_dir, CONVERTED_PARAMS)):
+    cfg, params = load_converted(hf_dir)
+    if "classifier" in params:  # already a ForSequenceClassification tree
+      out = {k: params[k] for k in ("bert", "pre_classifier", "classifier") if k in params}
+      n = out["classifier"]["dense"]["kernel"].shape[-1]
+      return cfg, out, _head_info(n, None, None, hf_dir)
+    return cfg, models.backbone_params(params), None
+
+  hf_cfg = read_hf_config(hf_dir)
+  archs = hf_cfg.get("architectures") or []
+  cfg = config_from_hf(hf_cfg)
+  sd = read_state_dict(hf_dir)
+  entries = classifier_name_map(cfg, _detect_prefix(sd, cfg.family))
+  is_classifier = any(a.endswith("ForSequenceClassification") for a in archs)
+  head = None
+  num_labels = 2
+  if is_classifier:
+    out_key = next(e.hf_key for e in entries if e.path == ("classifier", "dense", "kernel"))
+    if out_key not in sd:
+      raise ValueError(f"{hf_dir}: config.json says {archs} but {out_key} is missing from the "
+                       "weights; re-save the model with save_pretrained.")
+    num_labels = int(sd[out_key].shape[0])
+    head = _head_info(num_labels, hf_cfg.get("problem_type"), hf_cfg.get("id2label"), hf_dir)
+  else:
+    entries = [e for e in entries if e.path[0] == "bert"]
+  model = models.ForSequenceClassification(cfg, num_labels)
+  expected = models.abstract_params(model, models.dummy_batch(cfg, 1, 8))
+  params: Params = {}
+  used = _convert_in(entries, sd, params, expected, hf_dir)
+  unused = sorted(k for k in sd if k not in used and not k.endswith(_TIED_OR_BUFFERS))
+  if unused:
+    logging.warning("%s: %d tensors not used (pretraining heads, ...): %s", hf_dir, len(unused),
+                    unused[:8])
+  if "bert" not in params:
+    raise ValueError(f"{hf_dir}: no backbone tensors matched (architectures {archs}); expected "
+                     f"keys like {entries[0].hf_key}.")
+  return cfg, params, head
+
+
+def export_classifier(model_config: Any, params: Params, num_labels: int, hf_dir: str,
+                      problem_type: str = "single_label_classification",
+                      id2label: dict[int, str] | None = None) -> str:
+  """Writes an HF [Bert|Albert|Electra]ForSequenceClassification (config.json +
+  model.safetensors) from ForSequenceClassification params; LoRA is merged first."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  from bert_jax.models import peft  # pylint: disable=g-import-not-at-top
+
+  cfg = config_lib.validate(model_config)
+  if cfg.lora_rank or peft.has_lora(params):
+    cfg, params = peft.merge_lora(cfg, params)
+  if cfg.adapter_size:
+    raise ValueError(f"config.model.adapter_size={cfg.adapter_size}: HF "
+                     f"{CLASSIFIER_ARCHITECTURES[cfg.family]} has no adapters, so they cannot be "
+                     "exported; fine-tune with LoRA (merged on export) or full fine-tuning.")
+  if cfg.family != "electra" and not cfg.use_pooler:
+    raise ValueError(f"config.model.use_pooler=False: HF {CLASSIFIER_ARCHITECTURES[cfg.family]}"
+                     " classifies the pooled output; train with use_pooler=True.")
+  head = _head_info(num_labels, problem_type, id2label, "export_classifier")
+  entries = classifier_name_map(cfg)
+  tensors = {}
+  for e in entries:
+    try:
+      value = np.asarray(_get(params, e.path))
+    except (KeyError, TypeError) as err:
+      raise ValueError(f"export_classifier: params lack {'/'.join(e.path)}; pass the params of "
+                       "models.ForSequenceClassification (bert/, classifier/"
+                       f"{', pre_classifier/' if cfg.family == 'electra' else ''}).") from err
+    tensors[e.hf_key] = to_hf(e, value)
+  out_key = next(e.hf_key for e in entries if e.path == ("classifier", "dense", "kernel"))
+  got = tensors[out_key].shape[0]  # HF weight [num_labels, H]
+  if got != num_labels:
+    raise ValueError(f"export_classifier: num_labels={num_labels} but the classifier kernel "
+                     f"has {got} outputs.")
+  os.makedirs(hf_dir, exist_ok=True)
+  save_file(tensors, os.path.join(hf_dir, "model.safetensors"), metadata={"format": "pt"})
+  out = config_to_hf(cfg, cfg.family)
+  out.update(architectures=[CLASSIFIER_ARCHITECTURES[cfg.family]],
+             problem_type=head["problem_type"],
+             id2label={str(k): v for k, v in head["id2label"].items()},
+             label2id={v: k for k, v in head["id2label"].items()})
+  # Our head's dropout is hidden_dropout_prob.
+  out["classifier_dropout_prob" if cfg.family == "albert" else "classifier_dropout"] = (
+      cfg.hidden_dropout_prob)
+  with open(os.path.join(hf_dir, "config.json"), "w") as f:
+    json.dump(out, f, indent=2, sort_keys=True)
+  return hf_dir
 
 
 # ---------------------------------------------------------------------------------------------

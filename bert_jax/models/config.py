@@ -14,6 +14,11 @@ FAMILIES = ("bert", "albert", "electra")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish",
                "tanh")
 DTYPES = ("float32", "bfloat16")
+# LoRA target kernels of a transformer layer, and shorthands for them.
+LORA_TARGETS = ("query", "key", "value", "attention_output", "intermediate", "output")
+LORA_SHORTHANDS = {"q": ("query",), "k": ("key",), "v": ("value",), "out": ("attention_output",),
+                   "ffn": ("intermediate", "output")}
+ADAPTER_PLACEMENTS = ("attention", "ffn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +50,13 @@ class ModelConfig:
   # Activation of the MLM transform; "" means hidden_act. HF's ELECTRA generator head
   # hard-codes exact gelu, which `generator_config` sets here.
   mlm_act: str = ""
+  # Parameter-efficient fine-tuning (all off by default; see configs/common.py::model_config).
+  lora_rank: int = 0               # 0: no LoRA
+  lora_alpha: float = 16.0         # LoRA update scaled by alpha / rank (as PEFT)
+  lora_dropout: float = 0.0        # dropout on the LoRA branch input
+  lora_targets: str = "query,value"
+  adapter_size: int = 0            # 0: no bottleneck adapters
+  adapter_placement: str = "attention,ffn"
 
   @property
   def emb_size(self) -> int:
@@ -57,6 +69,30 @@ class ModelConfig:
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_attention_heads
+
+  @property
+  def lora_target_set(self) -> frozenset[str]:
+    """The targeted kernels (shorthands expanded); empty when lora_rank is 0."""
+    return frozenset(_split_targets(self.lora_targets)) if self.lora_rank else frozenset()
+
+  @property
+  def adapter_set(self) -> frozenset[str]:
+    """Where adapters go (subset of ADAPTER_PLACEMENTS); empty when adapter_size is 0."""
+    if not self.adapter_size:
+      return frozenset()
+    return frozenset(t.strip() for t in self.adapter_placement.split(",") if t.strip())
+
+  @property
+  def lora_scale(self) -> float:
+    return self.lora_alpha / self.lora_rank if self.lora_rank else 0.0
+
+
+def _split_targets(text: str) -> list[str]:
+  out = []
+  for t in (t.strip() for t in text.split(",")):
+    if t:
+      out += LORA_SHORTHANDS.get(t, (t,))
+  return out
 
 
 def from_any(cfg: Any) -> ModelConfig:
@@ -116,6 +152,24 @@ def validate(cfg: Any) -> ModelConfig:
     bad("embedding_size", "a factorised embedding is an ALBERT/ELECTRA feature; use 0 for BERT.")
   if c.dtype not in DTYPES:
     bad("dtype", f"must be one of {DTYPES}.")
+  if not isinstance(c.lora_rank, int) or isinstance(c.lora_rank, bool) or c.lora_rank < 0:
+    bad("lora_rank", "must be a non-negative integer (0 turns LoRA off).")
+  if c.lora_rank:
+    if not c.lora_alpha > 0:
+      bad("lora_alpha", "must be positive (the LoRA update is scaled by lora_alpha / lora_rank).")
+    if not 0.0 <= c.lora_dropout < 1.0:
+      bad("lora_dropout", "must be in [0, 1).")
+    targets = _split_targets(c.lora_targets)
+    unknown = sorted(set(targets) - set(LORA_TARGETS))
+    if not targets or unknown:
+      bad("lora_targets", f"needs a comma list of {LORA_TARGETS} or the shorthands "
+          f"{sorted(LORA_SHORTHANDS)}" + (f"; unknown {unknown}." if unknown else "."))
+  if not isinstance(c.adapter_size, int) or isinstance(c.adapter_size, bool) or c.adapter_size < 0:
+    bad("adapter_size", "must be a non-negative integer (0 turns adapters off).")
+  if c.adapter_size:
+    places = [t.strip() for t in c.adapter_placement.split(",") if t.strip()]
+    if not places or set(places) - set(ADAPTER_PLACEMENTS):
+      bad("adapter_placement", f"must be a comma list of {ADAPTER_PLACEMENTS}.")
   if c.family == "electra":
     if c.use_pooler:
       bad("use_pooler", "ELECTRA has no pooler (HF ElectraModel); set it to False.")

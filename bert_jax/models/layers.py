@@ -3,6 +3,12 @@
 Shapes: B batch, L length, H hidden, E embedding width, N heads, D head dim, I intermediate.
 Every parameter carries logical axis names; activations are constrained with logical names
 too. Mapping names to mesh axes happens only in bert_jax/sharding.py.
+
+Parameter-efficient fine-tuning (config.model.lora_rank / adapter_size, off by default): a
+LoRA-targeted Dense adds `lora_a` (input dims + rank, axes: the kernel's input axes + "lora")
+and `lora_b` (rank + output dims, axes "lora" + the kernel's output axes); a layer with
+adapters adds `adapter_attention/{down,up}` and `adapter_ffn/{down,up}` (bottleneck axis
+"adapter"). The presets map neither "lora" nor "adapter", so those axes stay replicated.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from bert_jax.models.config import ModelConfig
 
@@ -52,35 +59,89 @@ def bias_init(axes: tuple[str, ...]):
   return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
 
 
+LORA_AXIS = "lora"        # the LoRA rank axis
+ADAPTER_AXIS = "adapter"  # the adapter bottleneck axis
+
+
+def lora_a_init(axes: tuple[str, ...]):
+  """PEFT's kaiming_uniform(a=sqrt(5)) on A: uniform(+-1/sqrt(fan_in)), fan_in = input dims."""
+
+  def init(key, shape, dtype=jnp.float32):
+    bound = 1.0 / float(np.sqrt(np.prod(shape[:-1])))
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return nn.with_logical_partitioning(init, axes)
+
+
+def _contract(x: Array, w: Array, n: int) -> Array:
+  """x [..., in (n dims)] . w [in (n dims), ...]."""
+  return jax.lax.dot_general(x, w, ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))),
+                                    ((), ())))
+
+
 class Dense(nn.Module):
   """Dense over the last `n_in` input dims to `features` (int or tuple), params made at full rank.
 
   (flax's DenseGeneral initialises a flattened 2-D kernel and reshapes it, which breaks a
-  3-name logical partitioning under jit with a mesh, hence this small module.)
+  3-name logical partitioning under jit with a mesh, hence this small module.) With `lora`,
+  adds y += dropout(x) A B * lora_alpha / lora_rank (A: `lora_a`, B: `lora_b`, B starts at 0).
   """
   cfg: ModelConfig
   features: int | tuple[int, ...]
   axes: tuple[str, ...]
   n_in: int = 1
+  lora: bool = False
+  zero_init: bool = False   # kernel starts at 0 (adapter up-projections)
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: bool = True) -> Array:
+    cfg = self.cfg
+    feats = (self.features,) if isinstance(self.features, int) else tuple(self.features)
+    in_shape = x.shape[x.ndim - self.n_in:]
+    init = (nn.with_logical_partitioning(nn.initializers.zeros_init(), self.axes)
+            if self.zero_init else kernel_init(cfg, self.axes))
+    kernel = self.param("kernel", init, in_shape + feats, jnp.float32)
+    bias = self.param("bias", bias_init(self.axes[-len(feats):]), feats, jnp.float32)
+    dtype = dtype_of(cfg)
+    y = _contract(x.astype(dtype), kernel.astype(dtype), self.n_in) + bias.astype(dtype)
+    if not self.lora:
+      return y
+    r = cfg.lora_rank
+    in_axes, out_axes = self.axes[:self.n_in], self.axes[self.n_in:]
+    a = self.param("lora_a", lora_a_init(in_axes + (LORA_AXIS,)), in_shape + (r,), jnp.float32)
+    b = self.param("lora_b", nn.with_logical_partitioning(
+        nn.initializers.zeros_init(), (LORA_AXIS,) + out_axes), (r,) + feats, jnp.float32)
+    h = nn.Dropout(cfg.lora_dropout)(x, deterministic=deterministic)
+    h = _contract(h.astype(dtype), a.astype(dtype), self.n_in)
+    h = _contract(h, b.astype(dtype), 1)
+    return y + (h * cfg.lora_scale).astype(dtype)
+
+
+def dense(cfg: ModelConfig, features, axes: tuple[str, ...], name: str, axis=-1,
+          lora_target: str = ""):
+  """Dense with logical names on kernel (all axes) and bias (output axes).
+
+  `lora_target` (one of config.LORA_TARGETS) adds LoRA params when config.model.lora_targets
+  names it and lora_rank > 0.
+  """
+  n_in = len(axis) if isinstance(axis, tuple) else 1
+  return Dense(cfg, features, axes, n_in, lora=lora_target in cfg.lora_target_set, name=name)
+
+
+class Adapter(nn.Module):
+  """Houlsby bottleneck adapter: x + up(act(down(x))), H -> adapter_size -> H.
+
+  `up` starts at zero, so a fresh adapter is the identity.
+  """
+  cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    feats = (self.features,) if isinstance(self.features, int) else tuple(self.features)
-    in_shape = x.shape[x.ndim - self.n_in:]
-    kernel = self.param("kernel", kernel_init(self.cfg, self.axes), in_shape + feats,
-                        jnp.float32)
-    bias = self.param("bias", bias_init(self.axes[-len(feats):]), feats, jnp.float32)
-    dtype = dtype_of(self.cfg)
-    y = jax.lax.dot_general(
-        x.astype(dtype), kernel.astype(dtype),
-        ((tuple(range(x.ndim - self.n_in, x.ndim)), tuple(range(self.n_in))), ((), ())))
-    return y + bias.astype(dtype)
-
-
-def dense(cfg: ModelConfig, features, axes: tuple[str, ...], name: str, axis=-1):
-  """Dense with logical names on kernel (all axes) and bias (output axes)."""
-  n_in = len(axis) if isinstance(axis, tuple) else 1
-  return Dense(cfg, features, axes, n_in, name=name)
+    cfg = self.cfg
+    h = dense(cfg, cfg.adapter_size, ("embed", ADAPTER_AXIS), "down")(x)
+    h = activation(cfg.hidden_act)(h)
+    h = Dense(cfg, cfg.hidden_size, (ADAPTER_AXIS, "embed"), zero_init=True, name="up")(h)
+    return x + h
 
 
 def layer_norm(cfg: ModelConfig, axis_name: str, name: str):
@@ -166,8 +227,9 @@ class SelfAttention(nn.Module):
   def __call__(self, x: Array, mask: Array, deterministic: bool = True) -> Array:
     cfg = self.cfg
     n, d = cfg.num_attention_heads, cfg.head_dim
-    proj = lambda name: dense(cfg, (n, d), ("embed", "heads", "kv"), name)  # noqa: E731
-    q, k, v = proj("query")(x), proj("key")(x), proj("value")(x)
+    proj = lambda name: dense(cfg, (n, d), ("embed", "heads", "kv"), name,  # noqa: E731
+                              lora_target=name)(x, deterministic)
+    q, k, v = proj("query"), proj("key"), proj("value")
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
     k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
     v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
@@ -179,26 +241,36 @@ class SelfAttention(nn.Module):
     probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
     ctx = jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v)
     ctx = nn.with_logical_constraint(ctx, ("batch", "length", "heads", "kv"))
-    return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "output", axis=(-2, -1))(ctx)
+    return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "output", axis=(-2, -1),
+                 lora_target="attention_output")(ctx, deterministic)
 
 
 class TransformerLayer(nn.Module):
-  """Post-LN block: x + attn -> LN -> x + FFN -> LN (BERT / ALBERT / ELECTRA)."""
+  """Post-LN block: x + attn -> LN -> x + FFN -> LN (BERT / ALBERT / ELECTRA).
+
+  With adapters, each sublayer's (dropped-out) output goes through its adapter before the
+  residual add and LayerNorm, as Houlsby et al. (2019).
+  """
   cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x: Array, mask: Array, deterministic: bool = True) -> Array:
     cfg = self.cfg
-    drop = lambda y: nn.Dropout(cfg.hidden_dropout_prob)(  # noqa: E731
-        y, deterministic=deterministic)
+
+    def sublayer_out(h, place):
+      h = nn.Dropout(cfg.hidden_dropout_prob)(h, deterministic=deterministic)
+      return Adapter(cfg, name=f"adapter_{place}")(h) if place in cfg.adapter_set else h
+
     h = SelfAttention(cfg, name="attention")(x, mask, deterministic)
-    x = layer_norm(cfg, "embed", "attention_LayerNorm")(x + drop(h))
+    x = layer_norm(cfg, "embed", "attention_LayerNorm")(x + sublayer_out(h, "attention"))
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-    h = dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate")(x)
+    h = dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "intermediate",
+              lora_target="intermediate")(x, deterministic)
     h = activation(cfg.hidden_act)(h)
     h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-    h = dense(cfg, cfg.hidden_size, ("mlp", "embed"), "output")(h)
-    x = layer_norm(cfg, "embed", "output_LayerNorm")(x + drop(h))
+    h = dense(cfg, cfg.hidden_size, ("mlp", "embed"), "output", lora_target="output")(
+        h, deterministic)
+    x = layer_norm(cfg, "embed", "output_LayerNorm")(x + sublayer_out(h, "ffn"))
     return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
