@@ -5,6 +5,8 @@ Parameter tree (names are stable; bert_jax/interop maps them to HF names):
   bert/encoder/embeddings_project (ALBERT, or E != H), bert/encoder/group_{g}_layer_{j}/...,
   bert/encoder/pooler
   mlm/{transform, transform_LayerNorm, bias}, sentence/dense      (PretrainingModel)
+  pre_classifier (ELECTRA only), classifier/dense               (ForSequenceClassification)
+LoRA / adapter leaves (config.model.lora_rank, adapter_size): see models/peft.py.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ config.model.lora_rank / adapter_size. Leaves they add:
   .../<kernel's module>/lora_a   input dims + (rank,)     logical axes: kernel's inputs + "lora"
   .../<kernel's module>/lora_b   (rank,) + output dims    logical axes: "lora" + kernel's outputs
   .../group_{g}_layer_{j}/adapter_{attention,ffn}/{down,up}/{kernel,bias}
+Every encoder of a model gets them (ELECTRA pretraining: the generator too).
 
   merge_lora(model_config, params) -> (config with lora_rank=0, params without lora_* leaves)
   is_peft_path(path) -> bool         a lora_* or adapter_* leaf
@@ -68,6 +69,8 @@ def is_peft_path(path: tuple[str, ...]) -> bool:
 
 def trainable_mask(params: dict[str, Any]) -> dict[str, Any]:
   """True for PEFT leaves and for every leaf outside "bert" (task heads), else False.
+
+  Meant for the fine-tuning models' trees (ForSequenceClassification, ForQuestionAnswering).
 
   Use it with optax.masked / a zero-update transform to train only LoRA/adapters + heads.
   """
