@@ -2,6 +2,7 @@ r"""Convert checkpoints between HuggingFace and bert_jax.
 
   python -m bert_jax.convert import <hf_dir> <out_dir> [--generator <hf_generator_dir>]
   python -m bert_jax.convert export <our_dir> <hf_dir>
+  python -m bert_jax.convert export-classifier <finetune_workdir>/seed_<k> <hf_dir>
 
 `import` reads an HF checkpoint directory (config.json + model.safetensors, a sharded
 safetensors index, or pytorch_model.bin with torch installed): BertModel /
@@ -24,6 +25,10 @@ with --config.init.hf_checkpoint=<out_dir> (an HF directory works there too).
 `export` writes config.json + model.safetensors that transformers loads with
 `from_pretrained` (BertForPreTraining / AlbertForPreTraining / ElectraForPreTraining, and
 ElectraForMaskedLM in <hf_dir>/generator). Import then export is bit-identical.
+
+`export-classifier` writes the best checkpoint of a fine-tuning run (bert_jax.finetune) as
+[Bert|Albert|Electra]ForSequenceClassification (LoRA merged into the kernels; adapters have
+no HF counterpart and are refused) with its label names and vocab.txt.
 """
 
 from __future__ import annotations
@@ -49,7 +54,16 @@ def main(argv: list[str] | None = None) -> int:
   exp = sub.add_parser("export", help="bert_jax directory -> HF checkpoint directory")
   exp.add_argument("our_dir")
   exp.add_argument("hf_dir")
+  cls = sub.add_parser("export-classifier",
+                       help="fine-tuned run (<workdir>/seed_<k>) -> HF *ForSequenceClassification directory")
+  cls.add_argument("seed_dir")
+  cls.add_argument("hf_dir")
   args = parser.parse_args(argv)
+
+  if args.command == "export-classifier":
+    from bert_jax import finetune  # pylint: disable=g-import-not-at-top
+    print(f"Exported the best checkpoint of {args.seed_dir} to {finetune.export(args.seed_dir, args.hf_dir)}.")
+    return 0
 
   if args.command == "import":
     cfg, params, info = hf.import_hf(args.hf_dir, args.generator, seed=args.seed)

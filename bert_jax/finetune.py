@@ -452,3 +452,43 @@ def score(config, seed_dir: str) -> dict[str, Any]:
         out.setdefault("test_predictions", []).append(glue.write_predictions(
             info, split, feats["idx"], pred, os.path.join(seed_dir, "predictions"), labels=task.labels))
   return out
+
+
+def load_best(seed_dir: str):
+  """(config, task, params as numpy) of a fine-tuned run's best checkpoint (<seed_dir>/config.json)."""
+  from bert_jax import checkpointing, optim, train  # pylint: disable=g-import-not-at-top
+  path = os.path.join(seed_dir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: pass a fine-tuning seed directory (<workdir>/seed_<k>).")
+  config = ml_collections.ConfigDict(_read_json(path))
+  if config.objective.name != "classify":
+    raise ValueError(f"{seed_dir} is a {config.objective.name!r} run, not a fine-tuning run.")
+  task = objectives.get_task(config)
+  tx, _ = optim.build(config.optimizer, config.train.num_steps)
+  abstract = jax.eval_shape(train.make_init_fn(task, tx, task.trainable(
+      jax.eval_shape(task.init_params, jax.random.PRNGKey(0)))), jax.random.PRNGKey(0))
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), abstract)
+  ckpt = checkpointing.Checkpointer(os.path.join(seed_dir, "checkpoints"), config.checkpoint, read_only=True,
+                                    best_metric=task.best_metric, best_mode=task.best_mode)
+  step = ckpt.manager.best_step() or ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{seed_dir}/checkpoints holds no checkpoint.")
+  state, _, _ = ckpt.restore(abstract, step)
+  ckpt.close()
+  return config, task, jax.device_get(state["params"])
+
+
+def export(seed_dir: str, hf_dir: str) -> str:
+  """The best checkpoint of a fine-tuned run as an HF *ForSequenceClassification directory
+  (LoRA merged), with the tokenizer's vocab.txt when it is a WordPiece one."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
+  config, task, params = load_best(seed_dir)
+  problem = "regression" if task.regression else "single_label_classification"
+  id2label = None if task.regression else dict(enumerate(task.labels))
+  hf.export_classifier(config.model, params, task.num_labels, hf_dir, problem_type=problem, id2label=id2label)
+  tok = config.data.tokenizer
+  if tok.kind == "wordpiece" and os.path.exists(tok.path):
+    shutil.copy(tok.path, os.path.join(hf_dir, "vocab.txt"))
+  return hf_dir
