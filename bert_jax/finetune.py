@@ -6,7 +6,8 @@ r"""Fine-tuning: GLUE-style sequence classification and regression through the o
 `run(config, workdir)` trains config.finetune.seeds runs (seed k in <workdir>/seed_<k>, each a
 resumable train loop with per-epoch eval and its best epoch kept by the task's metric), scores
 the best checkpoint of each on every eval split, writes GLUE test predictions, and writes
-<workdir>/results.json with every seed and the median.
+<workdir>/results.json with every seed and the median. A seed that finished (or early-stopped)
+writes <seed dir>/finished.json; the same command again only re-scores it.
 
 Starting point (the tokenizer comes with it):
   config.init.workdir         a bert_jax pretraining workdir: its config.json (model), its
@@ -80,13 +81,14 @@ def _hf_start(path: str):
 
 
 _PEFT_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_size", "adapter_placement")
+_KEPT_KEYS = _PEFT_KEYS + ("hidden_dropout_prob", "attention_probs_dropout_prob")  # this run's, not the start's
 
 
 def resolve_model(config) -> None:
   """Sets config.model from the starting point (its architecture), keeping the PEFT keys and
   dropout of this config; and config.data.tokenizer to the starting point's tokenizer."""
   kind = start_kind(config)
-  keep = {k: config.model[k] for k in _PEFT_KEYS}
+  keep = {k: config.model[k] for k in _KEPT_KEYS}
   if kind == "workdir":
     pre = pretraining_config(config.init.workdir)
     model = dict(pre.model)
@@ -116,7 +118,7 @@ def resolve_model(config) -> None:
     model, tok = None, None
   if model is not None:
     for k in list(model):
-      if k in config.model and k not in _PEFT_KEYS:
+      if k in config.model and k not in _KEPT_KEYS:
         config.model[k] = model[k]
   config.model.update(keep)
   m = config.finetune.method
@@ -136,6 +138,29 @@ def resolve_model(config) -> None:
                      "comes with the starting point) or config.data.tokenizer.path.")
 
 
+def check_head(config, num_labels: int) -> None:
+  """An HF starting point's classification head must have the task's number of outputs."""
+  if start_kind(config) != "hf" or config.finetune.random_init:
+    return
+  source = config.init.hf_checkpoint
+  _, _, head = _hf_start(source)
+  if head is not None and head["num_labels"] != num_labels:
+    raise ValueError(f"config.init.hf_checkpoint={source!r} has a {head['num_labels']}-label head but task "
+                     f"{config.finetune.task!r} has {num_labels} labels; use a backbone checkpoint.")
+
+
+def best_step(ckpt, mode: str) -> int | None:
+  """The kept step with the best ckpt.best_metric (ties: the latest, the one Orbax's BestN keeps);
+  None when no kept step has that metric. (CheckpointManager.best_step() is the latest step
+  here: the best checkpoint is kept by a preservation policy, not options.best_fn.)"""
+  scored = []
+  for step in ckpt.all_steps():
+    value = (ckpt.manager.metrics(step) or {}).get(ckpt.best_metric)
+    if value is not None and np.isfinite(value):
+      scored.append((value if mode == "max" else -value, step))
+  return max(scored)[1] if scored else None
+
+
 def restore_pretrained(workdir: str, which: str):
   """Params of a pretraining workdir's checkpoint (latest | best | a step), as numpy."""
   from bert_jax import checkpointing, optim, train  # pylint: disable=g-import-not-at-top
@@ -150,7 +175,7 @@ def restore_pretrained(workdir: str, which: str):
   if which == "latest":
     step = None
   elif which == "best":
-    step = ckpt.manager.best_step()
+    step = best_step(ckpt, pre.checkpoint.best_mode or task.best_mode)
     if step is None:
       raise ValueError(f"config.init.checkpoint='best': {workdir} has no checkpoint with eval metrics.")
   else:
@@ -305,10 +330,8 @@ class Classification(objectives.Task):
       source, new = config.init.workdir, restore_pretrained(config.init.workdir, config.init.checkpoint)
     else:
       source = config.init.hf_checkpoint
-      _, new, head = _hf_start(source)
-      if head is not None and head["num_labels"] != self.num_labels:
-        raise ValueError(f"config.init.hf_checkpoint={source!r} has a {head['num_labels']}-label head but task "
-                         f"{config.finetune.task!r} has {self.num_labels} labels; use a backbone checkpoint.")
+      _, new, _ = _hf_start(source)
+      check_head(config, self.num_labels)
     return warm_start.overwrite(params, new, source, "the starting point does not fit config.model.")[0]
 
   def inputs(self, workdir, start_batch):
@@ -367,6 +390,8 @@ def prepare(config) -> ml_collections.ConfigDict:
   task_info(config)  # a bad task name fails here
   resolve_model(config)
   models.validate(config.model)
+  labels = label_names(config)
+  check_head(config, 1 if labels is None else len(labels))  # before anything is compiled
   n = len(load_split(config, "train")["label"])
   for split in eval_splits(config):
     load_split(config, split)
@@ -377,6 +402,25 @@ def prepare(config) -> ml_collections.ConfigDict:
   config.eval.every_steps = config.checkpoint.every_steps = per_epoch
   config.log.every_steps = min(config.log.every_steps, per_epoch)
   return config
+
+
+DONE_FILE = "finished.json"  # in a seed directory: the seed trained to its end or early-stopped
+
+
+def _write_json(path: str, value) -> None:
+  if jax.process_index() == 0:
+    from etils import epath  # pylint: disable=g-import-not-at-top
+    epath.Path(path).write_text(json.dumps(value, indent=2))
+
+
+def _finished(seed_dir: str, config) -> dict | None:
+  """The seed's finish record if it finished with this config's step count, else None."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  path = os.path.join(seed_dir, DONE_FILE)
+  if not epath.Path(path).exists():
+    return None
+  done = _read_json(path)
+  return done if done.get("num_steps") == int(config.train.num_steps) else None
 
 
 def _median(values):
@@ -394,9 +438,16 @@ def run(config, workdir: str) -> dict[str, Any]:
     c.data.seed = config.data.seed + k
     seed_dir = os.path.join(workdir, f"seed_{k}")
     _print(f"--- {config.finetune.task}: seed {k + 1}/{config.finetune.seeds} in {seed_dir}")
-    out = train.train_and_evaluate(c, seed_dir)
-    if out["status"] not in ("done", "early_stopped"):
-      raise RuntimeError(f"Seed {k} stopped with status {out['status']!r}; re-run the same command to resume.")
+    done = _finished(seed_dir, c)
+    if done:
+      # Not train_and_evaluate again: it would resume an early-stopped seed and train on.
+      _print(f"Seed {k} already finished ({done['status']} at step {done['step']}); scoring its best checkpoint.")
+    else:
+      out = train.train_and_evaluate(c, seed_dir)
+      if out["status"] not in ("done", "early_stopped"):
+        raise RuntimeError(f"Seed {k} stopped with status {out['status']!r}; re-run the same command to resume.")
+      _write_json(os.path.join(seed_dir, DONE_FILE),
+                  {"status": out["status"], "step": int(out["step"]), "num_steps": int(c.train.num_steps)})
     seeds.append(score(c, seed_dir))
   splits = eval_splits(config)
   names = task_info(config).metrics
@@ -409,9 +460,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       "num_steps": config.train.num_steps, "learning_rate": config.optimizer.learning_rate,
       "seeds": seeds, "median": median,
   }
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w") as fp:
-      json.dump(results, fp, indent=2)
+  _write_json(os.path.join(workdir, "results.json"), results)  # local or gs://
   for split in splits:
     for m in names:
       each = ", ".join(f"{r['eval'][split][m]:.4f}" for r in seeds)
@@ -427,17 +476,18 @@ def score(config, seed_dir: str) -> dict[str, Any]:
   task = s["task"]
   ckpt = checkpointing.Checkpointer(os.path.join(seed_dir, "checkpoints"), config.checkpoint,
                                     best_metric=task.best_metric, best_mode=task.best_mode)
-  best = ckpt.manager.best_step() or ckpt.latest_step()
+  best = best_step(ckpt, config.checkpoint.best_mode or task.best_mode) or ckpt.latest_step()
   abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), s["abstract"],
                           s["state_sh"])
   state, _, _ = ckpt.restore(abstract, best)
   ckpt.close()
   ebs = config.eval.batch_size or config.train.batch_size
   out = {"best_step": int(best), "eval": {}}
+  frozen = train.frozen_args(s, task)
   with train.mesh_context(s["mesh"], s["rules"]):
     for split in eval_splits(config):
       out["eval"][split] = train.evaluate(eval_step, state["params"], lambda sp=split: padded_batches(
-          load_split(config, sp), ebs), s)
+          load_split(config, sp), ebs), s, task, frozen)
     info = task_info(config)
     for split in info.test_splits:
       try:
@@ -446,7 +496,7 @@ def score(config, seed_dir: str) -> dict[str, Any]:
         continue
       preds = []
       for b in padded_batches(feats, ebs):
-        preds.append(jax.device_get(eval_step(state["params"], train._to_global(b, s))[1]["pred"]))  # pylint: disable=protected-access
+        preds.append(jax.device_get(eval_step(state["params"], train._to_global(b, s), *frozen)[1]["pred"]))  # pylint: disable=protected-access
       pred = np.concatenate(preds)[:len(feats["label"])]
       if jax.process_index() == 0:
         out.setdefault("test_predictions", []).append(glue.write_predictions(
@@ -471,7 +521,7 @@ def load_best(seed_dir: str):
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), abstract)
   ckpt = checkpointing.Checkpointer(os.path.join(seed_dir, "checkpoints"), config.checkpoint, read_only=True,
                                     best_metric=task.best_metric, best_mode=task.best_mode)
-  step = ckpt.manager.best_step() or ckpt.latest_step()
+  step = best_step(ckpt, config.checkpoint.best_mode or task.best_mode) or ckpt.latest_step()
   if step is None:
     raise FileNotFoundError(f"{seed_dir}/checkpoints holds no checkpoint.")
   state, _, _ = ckpt.restore(abstract, step)

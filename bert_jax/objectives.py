@@ -263,6 +263,11 @@ class Task:
     return None
 
   def frozen_params(self):
+    """Host arrays passed to loss / eval_step as `frozen` (never trained nor checkpointed)."""
+    return None
+
+  def frozen_logical_specs(self):
+    """Logical PartitionSpecs of frozen_params (None: replicated)."""
     return None
 
   def num_params(self, abstract_params) -> str:

@@ -13,15 +13,14 @@ start (config.init.*: an HF checkpoint, a pretraining workdir; fresh optimizer) 
 from __future__ import annotations
 
 import contextlib
+import copy
 import glob
 import json
-import logging
-import math
 import os
 import signal
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -152,9 +151,15 @@ def setup(config, mesh=None, devices=None):
                                  transform_non_params=lambda _: repl)
   state_sh = {"step": repl, "params": param_sh, "opt_state": opt_sh, "rng": repl, "nonfinite": repl,
               "skipped": repl}
+  frozen = task.frozen_params()
+  frozen_sh = None
+  if frozen is not None:
+    specs = task.frozen_logical_specs()
+    frozen_sh = (jax.tree.map(lambda _: repl, frozen) if specs is None else
+                 sharding.logical_to_sharding(specs, jax.eval_shape(lambda: frozen), mesh, rules))
   return dict(mesh=mesh, rules=rules, task=task, model=task.model, tx=tx, lr_fn=lr_fn, init_fn=init_fn,
               abstract=abstract, state_sh=state_sh, param_sh=param_sh, trainable=mask,
-              batch_sh=batch_lib.shardings(task.features, mesh, rules))
+              batch_sh=batch_lib.shardings(task.features, mesh, rules), frozen_sh=frozen_sh)
 
 
 @contextlib.contextmanager
@@ -235,9 +240,11 @@ def make_eval_step(config, s):
 def compile_steps(config, s):
   """Jitted train / eval / init functions with explicit shardings; the state is donated."""
   batch_sh, repl = s["batch_sh"], sharding.replicated(s["mesh"])
-  train_step = jax.jit(make_train_step(config, s), in_shardings=(s["state_sh"], batch_sh),
+  frozen_sh = () if s["frozen_sh"] is None else (s["frozen_sh"],)  # a third argument only when used
+  train_step = jax.jit(make_train_step(config, s), in_shardings=(s["state_sh"], batch_sh) + frozen_sh,
                        out_shardings=(s["state_sh"], repl), donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(config, s), in_shardings=(s["param_sh"], batch_sh), out_shardings=repl)
+  eval_step = jax.jit(make_eval_step(config, s), in_shardings=(s["param_sh"], batch_sh) + frozen_sh,
+                      out_shardings=repl)
   init = jax.jit(s["init_fn"], out_shardings=s["state_sh"])
   return train_step, eval_step, init
 
@@ -290,18 +297,25 @@ def _eta(seconds: float) -> str:
 # ----------------------------------------------------------------------------------------------
 # The loop.
 # ----------------------------------------------------------------------------------------------
-def evaluate(eval_step, params, eval_fn, s) -> dict[str, float]:
+def frozen_args(s, task) -> tuple:
+  """() or (the task's frozen state on the devices,): the steps' optional last argument."""
+  if s["frozen_sh"] is None:
+    return ()
+  return (jax.device_put(task.frozen_params(), s["frozen_sh"]),)
+
+
+def evaluate(eval_step, params, eval_fn, s, task=None, frozen=()) -> dict[str, float]:
   """The task's eval metrics over the held-out batches: device metrics summed, per-example
   outputs gathered for the task's host-side metrics."""
   total, outputs = None, []
   for batch in eval_fn():
-    m, out = eval_step(params, _to_global(batch, s))
+    m, out = eval_step(params, _to_global(batch, s), *frozen)
     total = m if total is None else objectives.sum_metrics(total, m)
     outputs.append(jax.device_get(out))
   if total is None:
     raise ValueError("The eval iterator yielded no batches: check config.eval.num_batches and the eval split.")
   values = objectives.reduce_metrics(total)
-  values.update(s["task"].host_metrics({k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}))
+  values.update((task or s["task"]).host_metrics({k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}))
   return values
 
 
@@ -345,7 +359,11 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
   # --- setup (validation always runs, also when the compiled steps come from the cache) -----
   validate(config, sharding.make_mesh(config.mesh, devices), sharding.rules_from_config(config.mesh))
   s, (train_step, eval_step, init) = _setup_cached(config, devices)
-  mesh, rules, task = s["mesh"], s["rules"], s["task"]
+  mesh, rules = s["mesh"], s["rules"]
+  # The cached task was built from a config that may differ in what does not change the compiled
+  # steps (corpus, init, cadences): this run's inputs and warm start follow this run's config.
+  task = copy.copy(s["task"])
+  task.config = config
   best_metric = config.checkpoint.best_metric or task.best_metric
   best_mode = config.checkpoint.best_mode or task.best_mode
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint,
@@ -369,6 +387,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
       opt_state = jax.jit(opt_init, out_shardings=s["state_sh"]["opt_state"])(params)
       state = dict(state, params=params, opt_state=opt_state)
   train_it, eval_fn = make_inputs(task, workdir, data_pos)
+  frozen = frozen_args(s, task)
   write_config(config, workdir)
 
   with mesh_context(mesh, rules):
@@ -410,7 +429,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
         if halt and step - start >= halt:
           status = "halted"
           break
-        state, metrics = train_step(state, _to_global(next(train_it), s))
+        state, metrics = train_step(state, _to_global(next(train_it), s), *frozen)
         step += 1
         pending.append(metrics)
         # Look at the previous step's counter while this one runs (no stall of the device queue).
@@ -435,7 +454,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
 
         eval_now = step % config.eval.every_steps == 0 or step == num_steps
         if eval_now:
-          last_eval = evaluate(eval_step, state["params"], eval_fn, s)
+          last_eval = evaluate(eval_step, state["params"], eval_fn, s, task, frozen)
           log_summaries("eval", last_eval)
           _print(f"eval @ {step}: {task.eval_line(last_eval)}")
           value = last_eval.get(best_metric.split("/", 1)[-1], float("nan"))

@@ -233,3 +233,28 @@ def test_electra_discriminator_learns_replaced_tokens():
   v = objectives.reduce_metrics(m)
   assert v["disc_accuracy"] > 1 - v["disc_replaced_fraction"] + 0.03, v
   assert v["disc_recall"] > 0.5 and v["gen_accuracy"] > 0.3, v
+
+
+def test_frozen_state_reaches_the_loss_and_is_never_trained_nor_saved(tmp_path, monkeypatch):
+  """The contract's room for a teacher: a task's frozen_params() arrive in loss() on the
+  devices, get no optimizer state, and stay out of the checkpoint."""
+  from bert_jax import objectives  # pylint: disable=g-import-not-at-top
+
+  class Scaled(objectives.Pretraining):
+    def frozen_params(self):
+      return {"teacher_scale": np.full((8,), 3.0, np.float32)}
+
+    def loss(self, params, batch, rng, deterministic=False, frozen=None):
+      loss, metrics = super().loss(params, batch, rng, deterministic)
+      scaled = loss * frozen["teacher_scale"][0]
+      return scaled, dict(metrics, scaled=objectives._pair(scaled, 1.0))  # pylint: disable=protected-access
+
+  monkeypatch.setattr(objectives, "get_task", Scaled)
+  train._SETUP_CACHE.clear()  # pylint: disable=protected-access
+  c = tiny_config("bert", steps=2)
+  c.log.every_steps = 1
+  out = train.train_and_evaluate(c, str(tmp_path))
+  train._SETUP_CACHE.clear()  # pylint: disable=protected-access
+  for _, values in out["history"]:
+    np.testing.assert_allclose(values["scaled"], 3.0 * values["loss"], rtol=1e-5)
+  assert "teacher_scale" not in str(jax.tree_util.tree_structure(out["state"]))
