@@ -17,10 +17,9 @@ import jax  # noqa: E402
 
 from bert_jax import models  # noqa: E402
 from bert_jax.interop import hf  # noqa: E402
-from bert_jax.models import peft  # noqa: E402
+from test_interop import B, L, V, make_inputs, perturbed  # noqa: E402  # same tiny batches and perturbation
 
 ATOL = 1e-4
-B, L, V = 2, 11, 99
 COMMON = dict(vocab_size=V, num_hidden_layers=2, intermediate_size=37, max_position_embeddings=40,
               attn_implementation="eager")
 HF = {
@@ -40,24 +39,11 @@ def hf_config(family, **kw):
   return cls(**COMMON, **extra, **kw)
 
 
-def perturbed(model):
-  torch.manual_seed(0)
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(torch.randn_like(p) * 0.1)
-  return model.eval()
-
-
 def inputs(seed=0):
-  rng = np.random.default_rng(seed)
-  ids = rng.integers(1, V, (B, L)).astype(np.int32)
-  mask = np.ones((B, L), np.int32)
-  mask[1, 7:] = 0                       # padding in row 1
-  ids[1, 7:] = 0
-  tt = np.zeros((B, L), np.int32)
-  tt[:, 5:] = 1                         # two segments
-  tt[1, 7:] = 0
-  return dict(input_ids=ids, input_mask=mask, token_type_ids=tt)
+  """test_interop's padded two-segment batch, without the MLM positions."""
+  x = make_inputs(seed)
+  del x["masked_lm_positions"]
+  return x
 
 
 def hf_logits(model, x):
