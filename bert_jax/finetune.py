@@ -405,6 +405,7 @@ def prepare(config) -> ml_collections.ConfigDict:
 
 
 DONE_FILE = "finished.json"  # in a seed directory: the seed trained to its end or early-stopped
+BEST_FILE = "best.json"  # in a seed directory: the step of the checkpoint that run() scored
 
 
 def _write_json(path: str, value) -> None:
@@ -476,14 +477,28 @@ def score(config, seed_dir: str) -> dict[str, Any]:
   task = s["task"]
   ckpt = checkpointing.Checkpointer(os.path.join(seed_dir, "checkpoints"), config.checkpoint,
                                     best_metric=task.best_metric, best_mode=task.best_mode)
-  best = best_step(ckpt, config.checkpoint.best_mode or task.best_mode) or ckpt.latest_step()
+  mode = config.checkpoint.best_mode or task.best_mode
   abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), s["abstract"],
                           s["state_sh"])
+  ebs = config.eval.batch_size or config.train.batch_size
+  frozen = train.frozen_args(s, task)
+  best = best_step(ckpt, mode)
+  if best is None:
+    # No eval metrics stored with the checkpoints: score the kept ones (the recipe keeps the latest
+    # and the best epoch's) on the first eval split and take the best (ties: the later).
+    name, split, scored = ckpt.best_metric.split("/", 1)[-1], eval_splits(config)[0], []
+    for step in ckpt.all_steps():
+      params = ckpt.restore(abstract, step)[0]["params"]
+      with train.mesh_context(s["mesh"], s["rules"]):
+        value = train.evaluate(eval_step, params, lambda: padded_batches(load_split(config, split), ebs), s, task,
+                               frozen).get(name, float("nan"))
+      if np.isfinite(value):
+        scored.append((value if mode == "max" else -value, step))
+    best = max(scored)[1] if scored else ckpt.latest_step()
   state, _, _ = ckpt.restore(abstract, best)
   ckpt.close()
-  ebs = config.eval.batch_size or config.train.batch_size
+  _write_json(os.path.join(seed_dir, BEST_FILE), {"step": int(best), "metric": ckpt.best_metric})
   out = {"best_step": int(best), "eval": {}}
-  frozen = train.frozen_args(s, task)
   with train.mesh_context(s["mesh"], s["rules"]):
     for split in eval_splits(config):
       out["eval"][split] = train.evaluate(eval_step, state["params"], lambda sp=split: padded_batches(
@@ -514,14 +529,21 @@ def load_best(seed_dir: str):
   if config.objective.name != "classify":
     raise ValueError(f"{seed_dir} is a {config.objective.name!r} run, not a fine-tuning run.")
   task = objectives.get_task(config)
-  tx, _ = optim.build(config.optimizer, config.train.num_steps)
-  abstract = jax.eval_shape(train.make_init_fn(task, tx, task.trainable(
-      jax.eval_shape(task.init_params, jax.random.PRNGKey(0)))), jax.random.PRNGKey(0))
+  abstract_params = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
+  mask = task.trainable(abstract_params)
+  # The optimizer exactly as train.setup builds it (layer-wise lr decay adds a chain element).
+  tx, _ = optim.build(config.optimizer, config.train.num_steps, lr_scales=optim.layer_lr_scales(
+      config.optimizer, train.split_trainable(abstract_params, mask)[0], config.model.num_hidden_layers))
+  abstract = jax.eval_shape(train.make_init_fn(task, tx, mask), jax.random.PRNGKey(0))
   one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), abstract)
   ckpt = checkpointing.Checkpointer(os.path.join(seed_dir, "checkpoints"), config.checkpoint, read_only=True,
                                     best_metric=task.best_metric, best_mode=task.best_mode)
-  step = best_step(ckpt, config.checkpoint.best_mode or task.best_mode) or ckpt.latest_step()
+  step = best_step(ckpt, config.checkpoint.best_mode or task.best_mode)
+  best_file = os.path.join(seed_dir, BEST_FILE)
+  if step is None and os.path.exists(best_file):  # what run() scored
+    step = int(_read_json(best_file)["step"])
+  step = step or ckpt.latest_step()
   if step is None:
     raise FileNotFoundError(f"{seed_dir}/checkpoints holds no checkpoint.")
   state, _, _ = ckpt.restore(abstract, step)

@@ -17,7 +17,7 @@ import jax  # noqa: E402
 
 from bert_jax import models  # noqa: E402
 from bert_jax.interop import hf  # noqa: E402
-from test_interop import B, L, V, make_inputs, perturbed  # noqa: E402  # same tiny batches and perturbation
+from test_interop import V, make_inputs, perturbed  # noqa: E402  # same tiny batches and perturbation
 
 ATOL = 1e-4
 COMMON = dict(vocab_size=V, num_hidden_layers=2, intermediate_size=37, max_position_embeddings=40,
