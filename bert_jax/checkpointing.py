@@ -41,8 +41,12 @@ class Checkpointer:
       policies.append(ocm.BestN(get_metric_fn=lambda m: m[metric], n=int(ckpt_config.keep_best),
                                 reverse=best_mode == "min",
                                 keep_checkpoints_without_metrics=False))
+    # best_fn makes Orbax write each checkpoint's metrics (the preservation policy alone keeps
+    # them in memory only): a resumed run still knows its best checkpoint, and best_step works.
+    best_fn = (lambda m, key=self.best_metric: m[key]) if self.best_metric else None
     options = ocp.CheckpointManagerOptions(
         enable_async_checkpointing=bool(ckpt_config.async_save),
+        best_fn=best_fn, best_mode=best_mode,
         preservation_policy=ocm.AnyPreservationPolicy(policies),
         cleanup_tmp_directories=True, create=not read_only, read_only=read_only)
     self.manager = ocp.CheckpointManager(self.directory, item_names=("state", "meta"), options=options)
@@ -52,6 +56,10 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  def best_step(self) -> int | None:
+    """The saved step with the best `best_metric` (None when no checkpoint has it)."""
+    return self.manager.best_step() if self.best_metric else None
 
   def save(self, step: int, state: Any, meta: dict, metrics: dict | None = None) -> bool:
     """Starts an (async) save; returns False when this step is already saved."""
