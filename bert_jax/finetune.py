@@ -81,7 +81,7 @@ def _hf_start(path: str):
 
 
 _PEFT_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_size", "adapter_placement")
-_KEPT_KEYS = _PEFT_KEYS + ("hidden_dropout_prob", "attention_probs_dropout_prob")  # this run's, not the start's
+_KEPT_KEYS = _PEFT_KEYS + ("dtype", "remat", "hidden_dropout_prob", "attention_probs_dropout_prob")  # this run's, not the start's
 
 
 def resolve_model(config) -> None:
@@ -149,24 +149,19 @@ def check_head(config, num_labels: int) -> None:
                      f"{config.finetune.task!r} has {num_labels} labels; use a backbone checkpoint.")
 
 
-def best_step(ckpt, mode: str) -> int | None:
-  """The kept step with the best ckpt.best_metric (ties: the latest, the one Orbax's BestN keeps);
-  None when no kept step has that metric. (CheckpointManager.best_step() is the latest step
-  here: the best checkpoint is kept by a preservation policy, not options.best_fn.)"""
-  scored = []
-  for step in ckpt.all_steps():
-    value = (ckpt.manager.metrics(step) or {}).get(ckpt.best_metric)
-    if value is not None and np.isfinite(value):
-      scored.append((value if mode == "max" else -value, step))
-  return max(scored)[1] if scored else None
+def _abstract_state_on_one_device(config):
+  """The train state's ShapeDtypeStructs of a run's config, as train.setup builds it, placed on
+  this process's first device (each host reads whole arrays; warm_start.overwrite reshards)."""
+  from bert_jax import train  # pylint: disable=g-import-not-at-top
+  s = train.setup(config, devices=jax.devices()[:1], check=False)
+  return jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), s["abstract"], s["state_sh"])
 
 
 def restore_pretrained(workdir: str, which: str):
   """Params of a pretraining workdir's checkpoint (latest | best | a step), as numpy."""
-  from bert_jax import checkpointing, optim, train  # pylint: disable=g-import-not-at-top
+  from bert_jax import checkpointing  # pylint: disable=g-import-not-at-top
   pre = pretraining_config(workdir)
   task = objectives.get_task(pre)
-  tx, _ = optim.build(pre.optimizer, pre.train.num_steps)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), pre.checkpoint, read_only=True,
                                     best_metric=task.best_metric, best_mode=task.best_mode)
   steps = ckpt.all_steps()
@@ -175,17 +170,14 @@ def restore_pretrained(workdir: str, which: str):
   if which == "latest":
     step = None
   elif which == "best":
-    step = best_step(ckpt, pre.checkpoint.best_mode or task.best_mode)
+    step = ckpt.best_step()
     if step is None:
       raise ValueError(f"config.init.checkpoint='best': {workdir} has no checkpoint with eval metrics.")
   else:
     step = int(which)
     if step not in steps:
       raise ValueError(f"config.init.checkpoint={which!r}: {workdir} has steps {steps}.")
-  abstract = jax.eval_shape(train.make_init_fn(task, tx, None), jax.random.PRNGKey(0))
-  repl = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(jax.devices()), ("d",)), jax.sharding.PartitionSpec())
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), abstract)
-  restored = ckpt.restore(abstract, step)
+  restored = ckpt.restore(_abstract_state_on_one_device(pre), step)
   ckpt.close()
   if restored is None:
     raise ValueError(f"No readable checkpoint in {workdir}/checkpoints.")
@@ -405,7 +397,6 @@ def prepare(config) -> ml_collections.ConfigDict:
 
 
 DONE_FILE = "finished.json"  # in a seed directory: the seed trained to its end or early-stopped
-BEST_FILE = "best.json"  # in a seed directory: the step of the checkpoint that run() scored
 
 
 def _write_json(path: str, value) -> None:
@@ -477,27 +468,13 @@ def score(config, seed_dir: str) -> dict[str, Any]:
   task = s["task"]
   ckpt = checkpointing.Checkpointer(os.path.join(seed_dir, "checkpoints"), config.checkpoint,
                                     best_metric=task.best_metric, best_mode=task.best_mode)
-  mode = config.checkpoint.best_mode or task.best_mode
   abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), s["abstract"],
                           s["state_sh"])
   ebs = config.eval.batch_size or config.train.batch_size
   frozen = train.frozen_args(s, task)
-  best = best_step(ckpt, mode)
-  if best is None:
-    # No eval metrics stored with the checkpoints: score the kept ones (the recipe keeps the latest
-    # and the best epoch's) on the first eval split and take the best (ties: the later).
-    name, split, scored = ckpt.best_metric.split("/", 1)[-1], eval_splits(config)[0], []
-    for step in ckpt.all_steps():
-      params = ckpt.restore(abstract, step)[0]["params"]
-      with train.mesh_context(s["mesh"], s["rules"]):
-        value = train.evaluate(eval_step, params, lambda: padded_batches(load_split(config, split), ebs), s, task,
-                               frozen).get(name, float("nan"))
-      if np.isfinite(value):
-        scored.append((value if mode == "max" else -value, step))
-    best = max(scored)[1] if scored else ckpt.latest_step()
+  best = ckpt.best_step() or ckpt.latest_step()
   state, _, _ = ckpt.restore(abstract, best)
   ckpt.close()
-  _write_json(os.path.join(seed_dir, BEST_FILE), {"step": int(best), "metric": ckpt.best_metric})
   out = {"best_step": int(best), "eval": {}}
   with train.mesh_context(s["mesh"], s["rules"]):
     for split in eval_splits(config):
@@ -521,7 +498,7 @@ def score(config, seed_dir: str) -> dict[str, Any]:
 
 def load_best(seed_dir: str):
   """(config, task, params as numpy) of a fine-tuned run's best checkpoint (<seed_dir>/config.json)."""
-  from bert_jax import checkpointing, optim, train  # pylint: disable=g-import-not-at-top
+  from bert_jax import checkpointing  # pylint: disable=g-import-not-at-top
   path = os.path.join(seed_dir, CONFIG_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} is missing: pass a fine-tuning seed directory (<workdir>/seed_<k>).")
@@ -529,21 +506,10 @@ def load_best(seed_dir: str):
   if config.objective.name != "classify":
     raise ValueError(f"{seed_dir} is a {config.objective.name!r} run, not a fine-tuning run.")
   task = objectives.get_task(config)
-  abstract_params = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
-  mask = task.trainable(abstract_params)
-  # The optimizer exactly as train.setup builds it (layer-wise lr decay adds a chain element).
-  tx, _ = optim.build(config.optimizer, config.train.num_steps, lr_scales=optim.layer_lr_scales(
-      config.optimizer, train.split_trainable(abstract_params, mask)[0], config.model.num_hidden_layers))
-  abstract = jax.eval_shape(train.make_init_fn(task, tx, mask), jax.random.PRNGKey(0))
-  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one), abstract)
+  abstract = _abstract_state_on_one_device(config)
   ckpt = checkpointing.Checkpointer(os.path.join(seed_dir, "checkpoints"), config.checkpoint, read_only=True,
                                     best_metric=task.best_metric, best_mode=task.best_mode)
-  step = best_step(ckpt, config.checkpoint.best_mode or task.best_mode)
-  best_file = os.path.join(seed_dir, BEST_FILE)
-  if step is None and os.path.exists(best_file):  # what run() scored
-    step = int(_read_json(best_file)["step"])
-  step = step or ckpt.latest_step()
+  step = ckpt.best_step() or ckpt.latest_step()
   if step is None:
     raise FileNotFoundError(f"{seed_dir}/checkpoints holds no checkpoint.")
   state, _, _ = ckpt.restore(abstract, step)

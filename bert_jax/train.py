@@ -121,14 +121,18 @@ def make_init_fn(task, tx, mask):
   return init_fn
 
 
-def setup(config, mesh=None, devices=None):
-  """Builds everything jittable: task, model, optimizer, shardings, init and step functions."""
+def setup(config, mesh=None, devices=None, check: bool = True):
+  """Builds everything jittable: task, model, optimizer, shardings, init and step functions.
+
+  check=False skips the run checks (corpus present, batch divisible, ...): for readers of a
+  finished run's checkpoints, which need its abstract state only."""
   from bert_jax import models  # pylint: disable=g-import-not-at-top
 
   models.validate(config.model)
   mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh, devices)
   rules = sharding.rules_from_config(config.mesh)
-  validate(config, mesh, rules)
+  if check:
+    validate(config, mesh, rules)
   task = objectives.get_task(config)
   L = max((f.shape[0] for k, f in task.features.items() if k == "input_ids"), default=0)
   if L > config.model.max_position_embeddings:
