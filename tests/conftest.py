@@ -25,3 +25,4 @@ def shared_path(*parts: str) -> pathlib.Path:
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: long-running check (minutes)")
+  config.addinivalue_line("markers", "proof: a proof too long for CI (make test-proof; README has its result)")

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, shared_path
 
 
-@pytest.mark.slow
+@pytest.mark.proof
 def test_minilm_sst2_fine_tuning_matches_hf_pytorch(tmp_path):
   weights = shared_path("weights", "all-MiniLM-L6-v2")
   data = shared_path("data", "glue", "SST-2")
