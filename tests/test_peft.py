@@ -187,6 +187,7 @@ def test_trainable_mask_and_bad_configs():
       config("bert", **kw)
 
 
+@pytest.mark.slow
 def test_jitted_lora_step_under_sharded_mesh_matches_single_device():
   """LoRA params get shardings from their logical names (fsdp_tp: data=2, fsdp=2, tensor=2; the
   "lora" axis stays replicated) and a jitted LoRA-only SGD step equals the unsharded one."""
