@@ -203,12 +203,6 @@ def sum_metrics(a: Metrics, b: Metrics) -> Metrics:
   return jax.tree.map(jnp.add, a, b)
 
 
-def _print(*args) -> None:
-  """Console output from process 0 only."""
-  if jax.process_index() == 0:
-    print(*args, flush=True)
-
-
 # ----------------------------------------------------------------------------------------------
 # The task contract.
 # ----------------------------------------------------------------------------------------------
