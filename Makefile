@@ -7,10 +7,12 @@ PYTEST_ARGS ?=
 
 .PHONY: train test test-slow test-proof bench clean
 
-$(VENV)/.runtime: requirements.txt
+# The package itself is installed editable (pyproject.toml): .venv/bin/bert-jax-* entry points.
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 $(VENV)/.test: $(VENV)/.runtime requirements-test.txt

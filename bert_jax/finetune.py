@@ -17,6 +17,8 @@ Starting point (the tokenizer comes with it):
                               *ForSequenceClassification with its head) or a converted one
   config.finetune.random_init the architecture and tokenizer of the starting point, random weights
 Method (config.finetune.method): full | lora (config.model.lora_*) | adapters (config.model.adapter_*).
+Tasks: GLUE-style classification here; SQuAD (bert_jax.qa) and token classification
+(bert_jax.tagging) by config.finetune.task through TASK_KINDS, with the same driver.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def _hf_start(path: str):
 
 
 _PEFT_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_size", "adapter_placement")
-_KEPT_KEYS = _PEFT_KEYS + ("dtype", "remat", "hidden_dropout_prob", "attention_probs_dropout_prob")  # this run's, not the start's
+_KEPT_KEYS = _PEFT_KEYS + ("dtype", "remat", "remat_policy", "attention_impl", "hidden_dropout_prob", "attention_probs_dropout_prob")  # this run's, not the start's
 
 
 def resolve_model(config) -> None:
@@ -157,8 +159,9 @@ def _abstract_state_on_one_device(config):
   return jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), s["abstract"], s["state_sh"])
 
 
-def restore_pretrained(workdir: str, which: str):
-  """Params of a pretraining workdir's checkpoint (latest | best | a step), as numpy."""
+def restore_pretrained(workdir: str, which: str, backbone: bool = True):
+  """Params of a pretraining workdir's checkpoint (latest | best | a step), as numpy: the
+  backbone ({"bert": ...}), or with backbone=False the whole pretraining model's (heads too)."""
   from bert_jax import checkpointing  # pylint: disable=g-import-not-at-top
   pre = pretraining_config(workdir)
   task = objectives.get_task(pre)
@@ -183,7 +186,8 @@ def restore_pretrained(workdir: str, which: str):
     raise ValueError(f"No readable checkpoint in {workdir}/checkpoints.")
   state, _, at = restored
   _print(f"Pretrained weights: step {at} of {workdir}")
-  return models.backbone_params(jax.device_get(state["params"]))
+  params = jax.device_get(state["params"])
+  return models.backbone_params(params) if backbone else params
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,8 +233,43 @@ def load_split(config, split: str) -> dict[str, np.ndarray]:
 
 
 def eval_splits(config) -> tuple[str, ...]:
+  if config.finetune.task in TASK_KINDS:
+    return task_class(config).eval_splits(config)
   info = task_info(config)
   return (config.finetune.eval_split,) if config.finetune.eval_split else tuple(info.eval_splits)
+
+
+# Fine-tuning tasks beside GLUE classification, by config.finetune.task: "module:Class", imported
+# lazily. Such a class gives the driver classmethods prepare_data(config) -> number of training
+# examples (checking data and head first), eval_splits(config), metric_names(config); and methods
+# eval_batches(split, batch_size), write_outputs(out_dir) (after scoring), export(params, hf_dir).
+TASK_KINDS = {"squad": "bert_jax.qa:QuestionAnswering", "squad_v2": "bert_jax.qa:QuestionAnswering",
+              "conll2003": "bert_jax.tagging:TokenClassification", "conll": "bert_jax.tagging:TokenClassification"}
+
+
+def task_class(config):
+  """The Task class of config.finetune.task (a bad task name fails here)."""
+  name = config.finetune.task
+  if name in TASK_KINDS:
+    import importlib  # pylint: disable=g-import-not-at-top
+    module, cls = TASK_KINDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+  task_info(config)
+  return Classification
+
+
+def get_task(config) -> objectives.Task:
+  return task_class(config)(config)
+
+
+def train_size(config) -> int:
+  kind = task_class(config)
+  return kind.prepare_data(config) if kind is not Classification else len(load_split(config, "train")["label"])
+
+
+def metric_names(config) -> tuple[str, ...]:
+  kind = task_class(config)
+  return kind.metric_names(config) if kind is not Classification else tuple(task_info(config).metrics)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -313,18 +352,22 @@ class Classification(objectives.Task):
     n = sum(int(np.prod(x.shape)) for x, m in zip(jax.tree.leaves(abstract_params), jax.tree.leaves(mask)) if m)
     return f"{n / 1e6:.3f}M trainable of {total / 1e6:.2f}M params ({100 * n / total:.2f}%)"
 
-  def warm_start(self, params):
+  def start_params(self):
+    """(source name, numpy params) of the starting point, or None (random init)."""
     config = self.config
     kind = start_kind(config)
     if kind == "none" or config.finetune.random_init:
-      return params
+      return None
     if kind == "workdir":
-      source, new = config.init.workdir, restore_pretrained(config.init.workdir, config.init.checkpoint)
-    else:
-      source = config.init.hf_checkpoint
-      _, new, _ = _hf_start(source)
-      check_head(config, self.num_labels)
-    return warm_start.overwrite(params, new, source, "the starting point does not fit config.model.")[0]
+      return config.init.workdir, restore_pretrained(config.init.workdir, config.init.checkpoint)
+    check_head(config, self.num_labels)
+    return config.init.hf_checkpoint, _hf_start(config.init.hf_checkpoint)[1]
+
+  def warm_start(self, params):
+    start = self.start_params()
+    if start is None:
+      return params
+    return warm_start.overwrite(params, start[1], start[0], "the starting point does not fit config.model.")[0]
 
   def inputs(self, workdir, start_batch):
     del workdir
@@ -344,7 +387,7 @@ def _host_rows(batch_size: int) -> slice:
 def epoch_batches(feats: dict[str, np.ndarray], batch_size: int, start_batch: int, seed: int):
   """This host's rows of global batches from `start_batch`: the concatenation of per-epoch
   permutations (seeded by (seed, epoch)) cut into batches, so batch k is fixed by (seed, k)."""
-  n = len(feats["label"])
+  n = len(feats["input_ids"])
   rows = _host_rows(batch_size)
   k = start_batch
   while True:
@@ -358,7 +401,7 @@ def epoch_batches(feats: dict[str, np.ndarray], batch_size: int, start_batch: in
 
 def padded_batches(feats: dict[str, np.ndarray], batch_size: int):
   """Every example once, in order; the last batch padded with weight-0 rows (static shapes)."""
-  n = len(feats["label"])
+  n = len(feats["input_ids"])
   rows = _host_rows(batch_size)
   for start in range(0, n, batch_size):
     idx = np.arange(start, start + batch_size)
@@ -379,14 +422,20 @@ def prepare(config) -> ml_collections.ConfigDict:
     raise ValueError(f"config.finetune.seeds={f.seeds} must be >= 1 and config.finetune.epochs={f.epochs} > 0.")
   if not 0 <= f.warmup_proportion < 1:
     raise ValueError(f"config.finetune.warmup_proportion={f.warmup_proportion} must be in [0, 1).")
-  task_info(config)  # a bad task name fails here
+  kind = task_class(config)  # a bad task name fails here
   resolve_model(config)
+  if config.get("distill") is not None:  # the student's depth (bert_jax.distill)
+    from bert_jax import distill  # pylint: disable=g-import-not-at-top
+    distill.shape_student(config)
   models.validate(config.model)
-  labels = label_names(config)
-  check_head(config, 1 if labels is None else len(labels))  # before anything is compiled
-  n = len(load_split(config, "train")["label"])
-  for split in eval_splits(config):
-    load_split(config, split)
+  if kind is not Classification:
+    n = kind.prepare_data(config)
+  else:
+    labels = label_names(config)
+    check_head(config, 1 if labels is None else len(labels))  # before anything is compiled
+    n = len(load_split(config, "train")["label"])
+    for split in eval_splits(config):
+      load_split(config, split)
   per_epoch = max(1, -(-n // config.train.batch_size))
   num_steps = int(round(f.epochs * per_epoch))
   config.train.num_steps = num_steps
@@ -397,6 +446,14 @@ def prepare(config) -> ml_collections.ConfigDict:
 
 
 DONE_FILE = "finished.json"  # in a seed directory: the seed trained to its end or early-stopped
+
+
+class Incomplete(RuntimeError):
+  """A seed's training stopped before its end; `status` is train_and_evaluate's (e.g. preempted)."""
+
+  def __init__(self, status: str, message: str):
+    super().__init__(message)
+    self.status = status
 
 
 def _write_json(path: str, value) -> None:
@@ -437,18 +494,19 @@ def run(config, workdir: str) -> dict[str, Any]:
     else:
       out = train.train_and_evaluate(c, seed_dir)
       if out["status"] not in ("done", "early_stopped"):
-        raise RuntimeError(f"Seed {k} stopped with status {out['status']!r}; re-run the same command to resume.")
+        raise Incomplete(out["status"], f"Seed {k} stopped with status {out['status']!r}; re-run the same command "
+                         "to resume.")
       _write_json(os.path.join(seed_dir, DONE_FILE),
                   {"status": out["status"], "step": int(out["step"]), "num_steps": int(c.train.num_steps)})
     seeds.append(score(c, seed_dir))
   splits = eval_splits(config)
-  names = task_info(config).metrics
+  names = metric_names(config)
   median = {s: {m: _median([r["eval"][s][m] for r in seeds]) for m in names} for s in splits}
   results = {
       "task": config.finetune.task, "source": config.finetune.source,
       "start": config.init.workdir or config.init.hf_checkpoint or "random",
       "random_init": bool(config.finetune.random_init), "method": config.finetune.method,
-      "train_examples": len(load_split(config, "train")["label"]), "epochs": config.finetune.epochs,
+      "train_examples": train_size(config), "epochs": config.finetune.epochs,
       "num_steps": config.train.num_steps, "learning_rate": config.optimizer.learning_rate,
       "seeds": seeds, "median": median,
   }
@@ -465,7 +523,8 @@ def score(config, seed_dir: str) -> dict[str, Any]:
   from bert_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
   from bert_jax.data import glue  # pylint: disable=g-import-not-at-top
   s, (_, eval_step, _) = train._setup_cached(config)  # pylint: disable=protected-access
-  task = s["task"]
+  task = copy.copy(s["task"])  # the cached task may come from a config with other data paths
+  task.config = config
   ckpt = checkpointing.Checkpointer(os.path.join(seed_dir, "checkpoints"), config.checkpoint,
                                     best_metric=task.best_metric, best_mode=task.best_mode)
   abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), s["abstract"],
@@ -478,8 +537,13 @@ def score(config, seed_dir: str) -> dict[str, Any]:
   out = {"best_step": int(best), "eval": {}}
   with train.mesh_context(s["mesh"], s["rules"]):
     for split in eval_splits(config):
-      out["eval"][split] = train.evaluate(eval_step, state["params"], lambda sp=split: padded_batches(
-          load_split(config, sp), ebs), s, task, frozen)
+      batches = ((lambda sp=split: task.eval_batches(sp, ebs)) if not isinstance(task, Classification) else
+                 (lambda sp=split: padded_batches(load_split(config, sp), ebs)))
+      out["eval"][split] = train.evaluate(eval_step, state["params"], batches, s, task, frozen)
+      if not isinstance(task, Classification) and jax.process_index() == 0:
+        out.setdefault("predictions", []).extend(task.write_outputs(os.path.join(seed_dir, "predictions", split)))
+    if not isinstance(task, Classification):
+      return out
     info = task_info(config)
     for split in info.test_splits:
       try:
@@ -523,9 +587,12 @@ def export(seed_dir: str, hf_dir: str) -> str:
   import shutil  # pylint: disable=g-import-not-at-top
   from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
   config, task, params = load_best(seed_dir)
-  problem = "regression" if task.regression else "single_label_classification"
-  id2label = None if task.regression else dict(enumerate(task.labels))
-  hf.export_classifier(config.model, params, task.num_labels, hf_dir, problem_type=problem, id2label=id2label)
+  if not isinstance(task, Classification):  # *ForQuestionAnswering, *ForTokenClassification
+    task.export(params, hf_dir)
+  else:
+    problem = "regression" if task.regression else "single_label_classification"
+    id2label = None if task.regression else dict(enumerate(task.labels))
+    hf.export_classifier(config.model, params, task.num_labels, hf_dir, problem_type=problem, id2label=id2label)
   tok = config.data.tokenizer
   if tok.kind == "wordpiece" and os.path.exists(tok.path):
     shutil.copy(tok.path, os.path.join(hf_dir, "vocab.txt"))

@@ -85,3 +85,61 @@ def compute(names: Sequence[str], pred, labels) -> dict[str, float]:
   if unknown:
     raise ValueError(f"Unknown metrics {unknown}; known: {sorted(METRICS)}.")
   return {n: METRICS[n](pred, labels) for n in names}
+
+
+# ----------------------------------------------------------------------------------------------
+# Sequence labelling (NER, chunking): entity-level scores with seqeval's default semantics.
+# ----------------------------------------------------------------------------------------------
+def _tag_parts(tag: str) -> tuple[str, str]:
+  """("B" | "I" | "E" | "S" | "O" | ..., type) of a tag like B-PER (a bare I or B has type "_")."""
+  return tag[:1], tag[1:].split("-", maxsplit=1)[-1] or "_"
+
+
+def _ends(prev_tag, tag, prev_type, type_) -> bool:
+  if prev_tag in ("E", "S"):
+    return True
+  if prev_tag in ("B", "I") and tag in ("B", "S", "O"):
+    return True
+  return prev_tag not in ("O", ".") and prev_type != type_
+
+
+def _starts(prev_tag, tag, prev_type, type_) -> bool:
+  if tag in ("B", "S"):
+    return True
+  if tag in ("E", "I") and prev_tag in ("E", "S", "O"):
+    return True
+  return tag not in ("O", ".") and prev_type != type_
+
+
+def entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+  """(type, first, last) chunks of one tag sequence, as conlleval and seqeval (IOB1, IOB2,
+  IOBES): a chunk starts at B/S, at I/E after O, E or S, or where the type changes."""
+  out, prev_tag, prev_type, begin = [], "O", "", 0
+  for i, tag in enumerate(list(tags) + ["O"]):
+    t, type_ = _tag_parts(tag)
+    if _ends(prev_tag, t, prev_type, type_):
+      out.append((prev_type, begin, i - 1))
+    if _starts(prev_tag, t, prev_type, type_):
+      begin = i
+    prev_tag, prev_type = t, type_
+  return out
+
+
+def entity_scores(true_seqs: Sequence[Sequence[str]], pred_seqs: Sequence[Sequence[str]]) -> dict[str, float]:
+  """Micro precision / recall / F1 over entities (exact type and span) and token accuracy, over
+  sentences of tags; 0.0 where a ratio is undefined (seqeval's default)."""
+  if len(true_seqs) != len(pred_seqs) or any(len(t) != len(p) for t, p in zip(true_seqs, pred_seqs)):
+    raise ValueError("entity_scores: true and predicted tag sequences must have the same lengths.")
+  gold, pred = set(), set()
+  correct_tokens = total_tokens = 0
+  for i, (t, p) in enumerate(zip(true_seqs, pred_seqs)):
+    gold.update((i,) + e for e in entities(t))
+    pred.update((i,) + e for e in entities(p))
+    correct_tokens += sum(a == b for a, b in zip(t, p))
+    total_tokens += len(t)
+  tp = len(gold & pred)
+  precision = tp / len(pred) if pred else 0.0
+  recall = tp / len(gold) if gold else 0.0
+  f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+  return {"precision": precision, "recall": recall, "f1": f1,
+          "accuracy": correct_tokens / total_tokens if total_tokens else float("nan")}

@@ -44,7 +44,9 @@ AUC_BINS = 100  # histogram resolution of the eval-time discriminator AUC
 Metrics = dict[str, jax.Array]
 
 
-def validate(objective_config, model_config) -> None:
+def validate(objective_config, model_config, data_config=None) -> None:
+  """Raises ValueError naming the key; with `data_config`, the pretraining objectives also check
+  config.data (bert_jax.data.checks: no TensorFlow, no tokenizer, no corpus)."""
   name = objective_config.name
   if name not in OBJECTIVES:
     raise ValueError(f"Unknown config.objective.name={name!r}; choose one of {OBJECTIVES}.")
@@ -58,6 +60,9 @@ def validate(objective_config, model_config) -> None:
                      f"{model_config.family!r}: use 'electra' exactly for the electra family.")
   if name == "electra" and objective_config.sentence_loss != "none":
     raise ValueError("config.objective.sentence_loss must be 'none' for ELECTRA.")
+  if data_config is not None:
+    from bert_jax.data import checks  # pylint: disable=g-import-not-at-top  # TF-free
+    checks.validate(data_config)
 
 
 def _pair(total, weight) -> jax.Array:
@@ -351,7 +356,14 @@ def get_task(config) -> Task:
   name = config.objective.name
   if name not in OBJECTIVES:
     raise ValueError(f"Unknown config.objective.name={name!r}; choose one of {OBJECTIVES}.")
+  distill = config.get("distill") is not None and (bool(config.distill.teacher) or config.distill.student_layers > 0)
   if name == "classify":
+    if distill:  # a frozen teacher (bert_jax.distill)
+      from bert_jax import distill as distill_lib  # pylint: disable=g-import-not-at-top
+      return distill_lib.classification_task(config)
     from bert_jax import finetune  # pylint: disable=g-import-not-at-top
-    return finetune.Classification(config)
+    return finetune.get_task(config)  # by config.finetune.task: classification, SQuAD, tagging
+  if name == "mlm" and distill and config.distill.teacher:
+    from bert_jax import distill as distill_lib  # pylint: disable=g-import-not-at-top
+    return distill_lib.pretraining_task(config)
   return Electra(config) if name == "electra" else Pretraining(config)

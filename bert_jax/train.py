@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import glob
 import json
 import os
 import signal
@@ -30,6 +29,7 @@ import optax
 
 from bert_jax import batch as batch_lib
 from bert_jax import checkpointing
+from bert_jax import flops
 from bert_jax import objectives
 from bert_jax import optim
 from bert_jax import sharding
@@ -73,17 +73,12 @@ def validate(config, mesh=None, rules=None) -> None:
       raise ValueError(f"config.{key} must be > 0, got {config[section][name]}.")
   if t.get("max_consecutive_nonfinite", 1) < 1:
     raise ValueError("config.train.max_consecutive_nonfinite must be >= 1.")
-  d = config.data
-  if d.source == "text" and "://" not in d.text_glob and not glob.glob(d.text_glob or "\0"):
-    raise ValueError(f"config.data.text_glob={d.text_glob!r} matches no file: missing corpus. "
-                     "Point it at your text files or use config.data.source=builtin.")
-  if d.source == "tfrecord" and "://" not in d.tfrecord_glob and not glob.glob(d.tfrecord_glob or "\0"):
-    raise ValueError(f"config.data.tfrecord_glob={d.tfrecord_glob!r} matches no file: missing corpus.")
   if config.init.hf_checkpoint and "://" not in config.init.hf_checkpoint and not os.path.isdir(
       config.init.hf_checkpoint):
     raise ValueError(f"config.init.hf_checkpoint={config.init.hf_checkpoint!r} is not a directory.")
   optim.validate(config.optimizer, t.num_steps)
-  objectives.validate(config.objective, config.model)
+  # config.data too (bert_jax.data.checks, TF-free): before a tokenizer is trained or a step compiled.
+  objectives.validate(config.objective, config.model, config.data)
 
 
 def make_inputs(task, workdir: str, start_batch: int):
@@ -335,6 +330,12 @@ def write_config(config, workdir: str) -> None:
     (path / CONFIG_FILE).write_text(config.to_json(indent=2))
 
 
+def write_config_summary(writer, config, step: int) -> None:
+  """The resolved config (defaults + overrides) as JSON in TensorBoard's Text tab (a markdown
+  code block): at step 0, and a resumed run adds the config it resumed with at its first step."""
+  writer.add_text("config", "\n".join("    " + line for line in config.to_json(indent=2).splitlines()), step)
+
+
 _SETUP_CACHE: dict[str, Any] = {}
 
 
@@ -344,6 +345,7 @@ def _setup_cached(config, devices=None):
   d = config.to_dict()
   # Cadences and the corpus do not change what is compiled.
   d["train"].pop("halt_after_steps", None)
+  d["train"].pop("compilation_cache", None)
   for section in ("checkpoint", "log", "eval", "init"):
     d.pop(section, None)
   d["data"] = {k: d["data"][k] for k in ("max_seq_length", "max_predictions_per_seq")}
@@ -355,13 +357,93 @@ def _setup_cached(config, devices=None):
   return _SETUP_CACHE[key]
 
 
+# ----------------------------------------------------------------------------------------------
+# Start-up: compilation cache, TensorBoard writer, time to first step, a clean failed start.
+# ----------------------------------------------------------------------------------------------
+_ENV_CACHE_DIR = os.environ.get("JAX_COMPILATION_CACHE_DIR", "")
+
+
+def use_compilation_cache(config, workdir: str) -> str:
+  """Points JAX's persistent compilation cache at config.train.compilation_cache (empty:
+  $JAX_COMPILATION_CACHE_DIR, else <workdir>/compilation_cache; "none": off), so a restarted
+  or preempted run loads its compiled steps instead of compiling them again. Returns the dir."""
+  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
+  path = config.train.get("compilation_cache", "") or _ENV_CACHE_DIR or os.path.join(workdir, "compilation_cache")
+  path = "" if path == "none" else path if "://" in path else os.path.abspath(path)
+  if (jax.config.jax_compilation_cache_dir or "") != path:
+    compilation_cache.reset_cache()  # the cache binds its directory on first use
+    jax.config.update("jax_compilation_cache_dir", path or None)
+  return path
+
+
+def _summary_writer(logdir: str):
+  """tensorboardX's writer without PyTorch: tensorboardX imports torch when it is installed
+  (only to accept torch tensors, ~8 s), so its import sees torch as absent."""
+  import sys  # pylint: disable=g-import-not-at-top
+  hide = "torch" not in sys.modules
+  if hide:
+    sys.modules["torch"] = None  # `import torch` raises ImportError; tensorboardX falls back to numpy
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  finally:
+    if hide:
+      del sys.modules["torch"]
+  return SummaryWriter(logdir)
+
+
+def _seconds_since_launch() -> float | None:
+  """Age of this process (Linux /proc), None elsewhere."""
+  try:
+    with open("/proc/self/stat") as f:
+      start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+    with open("/proc/uptime") as f:
+      uptime = float(f.read().split()[0])
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+  except (OSError, ValueError, IndexError):
+    return None
+
+
+def _config_differences(workdir: str, config, sections=("model", "objective", "optimizer"), limit=8) -> str:
+  """' <workdir>/config.json (the run that wrote the checkpoints) differs in: ...', or ''."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  path = epath.Path(workdir) / CONFIG_FILE
+  try:
+    old = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return ""
+
+  def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+      out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return out
+
+  new = json.loads(config.to_json())
+  a, b = flat({k: old.get(k, {}) for k in sections}), flat({k: new.get(k, {}) for k in sections})
+  diffs = [f"config.{k}: {a.get(k, '(absent)')!r} there, {b.get(k, '(absent)')!r} here"
+           for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+  if not diffs:
+    return ""
+  more = f"\n  ... and {len(diffs) - limit} more" if len(diffs) > limit else ""
+  return f"\n{path} (the config that wrote them) differs in:\n  " + "\n  ".join(diffs[:limit]) + more
+
+
+def _remove_if_empty(path: str) -> None:
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  p = epath.Path(path)
+  if jax.process_index() == 0 and p.is_dir() and not any(p.iterdir()):
+    p.rmdir()
+
+
 def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
   """Trains (resuming from `workdir` if it holds checkpoints); returns a summary dict.
 
   `devices` (default: all) are the devices the mesh is built from.
   """
   # --- setup (validation always runs, also when the compiled steps come from the cache) -----
+  t_begin = time.time()
   validate(config, sharding.make_mesh(config.mesh, devices), sharding.rules_from_config(config.mesh))
+  cache_dir = use_compilation_cache(config, workdir)
   s, (train_step, eval_step, init) = _setup_cached(config, devices)
   mesh, rules = s["mesh"], s["rules"]
   # The cached task was built from a config that may differ in what does not change the compiled
@@ -370,27 +452,39 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
   task.config = config
   best_metric = config.checkpoint.best_metric or task.best_metric
   best_mode = config.checkpoint.best_mode or task.best_mode
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint,
-                                    best_metric=best_metric, best_mode=best_mode)
   abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                           s["abstract"], s["state_sh"])
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  fresh = not epath.Path(ckpt_dir).exists()
+  ckpt = checkpointing.Checkpointer(ckpt_dir, config.checkpoint, best_metric=best_metric, best_mode=best_mode)
 
-  # --- resume > warm start > scratch -------------------------------------------------------
-  restored = ckpt.restore(abstract)
-  if restored is not None:
-    state, meta, at = restored
-    start = int(meta["step"])
-    data_pos = int(meta.get("data_batches", start))
-    _print(f"Resumed from step {at} in {ckpt.directory} (data position {data_pos}).")
-  else:
-    state = init(jax.random.PRNGKey(config.seed))
-    start = data_pos = 0
-    params = task.warm_start(state["params"])
-    if params is not state["params"]:
-      opt_init = lambda p: s["tx"].init(split_trainable(p, s["trainable"])[0])  # noqa: E731
-      opt_state = jax.jit(opt_init, out_shardings=s["state_sh"]["opt_state"])(params)
-      state = dict(state, params=params, opt_state=opt_state)
-  train_it, eval_fn = make_inputs(task, workdir, data_pos)
+  # --- resume > warm start > scratch; the inputs (tokenizer, corpus) before any compilation ---
+  try:
+    try:
+      restored = ckpt.restore(abstract, family=config.model.family)
+    except checkpointing.CheckpointMismatchError as e:
+      raise checkpointing.CheckpointMismatchError(str(e) + _config_differences(workdir, config)) from None
+    if restored is not None:
+      state, meta, at = restored
+      start = int(meta["step"])
+      data_pos = int(meta.get("data_batches", start))
+      _print(f"Resumed from step {at} in {ckpt.directory} (data position {data_pos}).")
+    else:
+      start = data_pos = 0
+    train_it, eval_fn = make_inputs(task, workdir, data_pos)
+    if restored is None:
+      state = init(jax.random.PRNGKey(config.seed))
+      params = task.warm_start(state["params"])
+      if params is not state["params"]:
+        opt_init = lambda p: s["tx"].init(split_trainable(p, s["trainable"])[0])  # noqa: E731
+        opt_state = jax.jit(opt_init, out_shardings=s["state_sh"]["opt_state"])(params)
+        state = dict(state, params=params, opt_state=opt_state)
+  except BaseException:
+    ckpt.close()
+    if fresh:  # a failed first start leaves no empty checkpoints/ behind
+      _remove_if_empty(ckpt_dir)
+    raise
   frozen = frozen_args(s, task)
   write_config(config, workdir)
 
@@ -398,20 +492,24 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
 
     writer = None
     if jax.process_index() == 0:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      writer = SummaryWriter(os.path.join(workdir, "tb"))
+      writer = _summary_writer(os.path.join(workdir, "tb"))
+      write_config_summary(writer, config, start)
       _print(f"{config.model.family}: {task.num_params(s['abstract']['params'])} | mesh {dict(mesh.shape)} "
              f"preset {config.mesh.preset} | {jax.device_count()} devices, {jax.process_count()} processes")
 
     num_steps = int(config.train.num_steps)
     halt = int(config.train.get("halt_after_steps", 0) or 0)
     tokens_per_step = config.train.batch_size * config.data.max_seq_length
+    # Model FLOPs (bert_jax.flops: matmuls, 3x forward) and MFU against a known chip's peak.
+    step_flops = flops.train_step_flops(config, task)
+    peak, _ = flops.chip_peak_flops(mesh.devices.flat[0])
     step, pending, prev, status = start, [], None, "done"
     last_eval: dict[str, float] = {}
     best, evals_since_best = None, 0  # early stop (config.eval.early_stop_patience)
     patience = int(config.eval.get("early_stop_patience", 0) or 0)
     history: list[tuple[int, dict[str, float]]] = []  # (step, train log values), returned
     t_last, step_last = time.time(), start
+    first_step_s = None
 
     def save(metrics=None):
       meta = {"step": step, "data_batches": step, "family": config.model.family}
@@ -436,6 +534,14 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
         state, metrics = train_step(state, _to_global(next(train_it), s), *frozen)
         step += 1
         pending.append(metrics)
+        if first_step_s is None:  # what a preempted job pays on every restart
+          jax.block_until_ready(metrics)
+          first_step_s = time.time() - t_begin
+          launch = _seconds_since_launch()
+          _print(f"First step done {first_step_s:.1f} s after the start of training"
+                 + (f" ({launch:.1f} s after launch)" if launch is not None else "")
+                 + f"; compilation cache: {cache_dir or 'off'}")
+          log_summaries("startup", {"time_to_first_step": first_step_s})
         # Look at the previous step's counter while this one runs (no stall of the device queue).
         if prev is not None and int(jax.device_get(prev["nonfinite_run"])[0]) >= config.train.max_consecutive_nonfinite:
           status = "nonfinite"
@@ -450,11 +556,16 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
           dt = time.time() - t_last
           rate = (step - step_last) / max(dt, 1e-9)
           values.update(steps_per_sec=rate, tokens_per_sec=rate * tokens_per_step, step_time=1 / max(rate, 1e-9))
+          values["model_tflops_per_sec"] = rate * step_flops / 1e12
+          if peak:
+            values["mfu"] = flops.mfu(step_flops, 1 / max(rate, 1e-9), mesh.devices.size, peak)
           t_last, step_last = time.time(), step
           log_summaries("train", values)
           history.append((step, values))
           _print(f"step {step}/{num_steps} | {task.train_line(values)} | "
-                 f"lr {values['learning_rate']:.2e} | {rate:.2f} steps/s | ETA {_eta((num_steps - step) / max(rate, 1e-9))}")
+                 f"lr {values['learning_rate']:.2e} | {rate:.2f} steps/s | "
+                 f"{values['tokens_per_sec']:,.0f} tok/s" + (f" | MFU {values['mfu']:.1%}" if 'mfu' in values else "") +
+                 f" | ETA {_eta((num_steps - step) / max(rate, 1e-9))}")
 
         eval_now = step % config.eval.every_steps == 0 or step == num_steps
         if eval_now:
@@ -483,4 +594,4 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
     if writer is not None:
       writer.close()
   return {"status": status, "step": step, "state": state, "eval": last_eval, "history": history,
-          "checkpoint_steps": ckpt.all_steps(), "best": {best_metric: best}}
+          "checkpoint_steps": ckpt.all_steps(), "best": {best_metric: best}, "time_to_first_step": first_step_s}

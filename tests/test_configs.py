@@ -2,15 +2,11 @@
 against published counts, and invalid model configs failing at config time."""
 
 import importlib
-import pathlib
-import sys
 
 import pytest
 
 from bert_jax import models
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
-sys.path.insert(0, str(CONFIGS))
 
 # Published parameter counts (papers / google-research READMEs). What is counted is the HF
 # *ForPreTraining equivalent: encoder + pooler + MLM and sentence heads for BERT/ALBERT; the
@@ -30,7 +26,7 @@ HEADLINE = {("albert", "xxlarge"): 235e6, ("electra", "small"): 14e6}
 
 
 def variant_config(family, variant):
-  return importlib.import_module(family).get_config(variant)
+  return importlib.import_module(f"bert_jax.configs.{family}").get_config(variant)
 
 
 def counted_params(model_config):
@@ -68,7 +64,7 @@ def test_param_counts_equal_transformers_exactly():
 
 @pytest.mark.parametrize("family", ["bert", "albert", "electra"])
 def test_runlocal_configs_validate_and_unknown_variant_fails(family):
-  module = importlib.import_module(family)
+  module = importlib.import_module(f"bert_jax.configs.{family}")
   models.validate(module.get_config(next(iter(module.SIZES)) + ",runlocal").model)
   with pytest.raises(ValueError, match="variant"):
     module.get_config("nonexistent")

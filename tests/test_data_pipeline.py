@@ -2,14 +2,11 @@
 
 import itertools
 import os
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "configs"))
-import common  # noqa: E402
+from bert_jax.configs import common  # noqa: E402
 from test_masking import real_text_config  # noqa: E402
 
 from bert_jax.data import instances as inst_lib  # noqa: E402

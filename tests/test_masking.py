@@ -1,14 +1,11 @@
 """Masking statistics on real text (wikitext-2 when ../shared has it, else the builtin corpus)."""
 
 import os
-import pathlib
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "configs"))
-import common  # noqa: E402
+from bert_jax.configs import common  # noqa: E402
 from conftest import SHARED  # noqa: E402
 
 from bert_jax.data import instances as inst_lib  # noqa: E402

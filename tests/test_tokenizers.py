@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "configs"))
-import common  # noqa: E402
+from bert_jax.configs import common  # noqa: E402
 from conftest import shared_path  # noqa: E402
 from test_masking import real_text_config  # noqa: E402
 

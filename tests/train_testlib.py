@@ -1,18 +1,16 @@
 """Tiny configs and helpers shared by the training tests (test_train*, test_sharding*, test_checkpoint*)."""
 
-import importlib.util
 import pathlib
 
 import numpy as np
+
+from bert_jax import configs
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def load_config(family: str, arg: str):
-  spec = importlib.util.spec_from_file_location(f"cfg_{family}", ROOT / "configs" / f"{family}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return configs.load(f"{family}.py:{arg}")
 
 
 DEFAULT_ARG = {"bert": "tiny,runlocal", "albert": "base,runlocal", "electra": "small,runlocal"}

@@ -21,17 +21,15 @@ import argparse
 import itertools
 import os
 import pathlib
-import sys
 import time
 
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "configs"))
 
 
 def _config(args, length: int, masking: str, instances: str = "nsp"):
-  import common  # pylint: disable=g-import-not-at-top
+  from bert_jax.configs import common  # pylint: disable=g-import-not-at-top
   c = common.data_config(max_seq_length=length, max_predictions_per_seq=round(length * 0.15 + 0.5),
                          masking=masking, instances=instances)
   c.tokenizer.vocab_size = args.vocab_size

@@ -22,13 +22,11 @@ import argparse
 import itertools
 import os
 import pathlib
-import sys
 import tempfile
 
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "configs"))
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -97,7 +95,7 @@ def main(argv=None):
   p.add_argument("--skip_hf", action="store_true", help="train ours only (long runs)")
   args = p.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  import electra  # pylint: disable=g-import-not-at-top  # configs/electra.py
+  from bert_jax.configs import electra  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top

@@ -20,16 +20,14 @@ import argparse
 import json
 import os
 import pathlib
-import sys
 
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "configs"))
 
 
 def make_config(args, method: str):
-  import finetune as finetune_configs  # pylint: disable=g-import-not-at-top  # configs/finetune.py
+  from bert_jax.configs import finetune as finetune_configs  # pylint: disable=g-import-not-at-top
   arg = "sst2" + ("" if method == "full" else f",{method}")
   c = finetune_configs.get_config(arg)
   c.init.hf_checkpoint = args.hf_dir

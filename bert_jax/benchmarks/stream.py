@@ -21,16 +21,14 @@ import itertools
 import os
 import pathlib
 import shutil
-import sys
 import time
 import tracemalloc
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "configs"))
 
 
 def _config(args, workdir):
-  import common  # pylint: disable=g-import-not-at-top
+  from bert_jax.configs import common  # pylint: disable=g-import-not-at-top
   c = common.data_config(max_seq_length=args.length,
                          max_predictions_per_seq=round(args.length * 0.15 + 0.5))
   c.tokenizer.vocab_size = args.vocab_size

@@ -15,6 +15,8 @@ between documents) so it is built once.
 from __future__ import annotations
 
 import ast
+import contextlib
+import gzip
 import hashlib
 import os
 import pathlib
@@ -123,27 +125,69 @@ def builtin_corpus_path(cache_dir: str | os.PathLike | None = None) -> pathlib.P
   return path
 
 
+# A line is not text when it is not UTF-8 or holds control characters (NUL, ...) other than
+# tab, CR, vertical tab and form feed: what binary files and UTF-16 text look like line by line.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_CHECK_EVERY = 1000  # lines between checks of the non-text share (and at each file's end)
+_MIN_BAD_LINES = 10  # a few stray lines in a small file are counted, not fatal
+
+
+@contextlib.contextmanager
+def _open_text(path: str):
+  """A binary line iterator over a local or gs:// file, gunzipped when it is gzip'd (by its
+  magic bytes, whatever its name: .gz exports and TFRecord-style GZIP compression alike)."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    magic = f.read(2)
+    f.seek(0)
+    if magic != b"\x1f\x8b":
+      yield f
+      return
+    with gzip.GzipFile(fileobj=f, mode="rb") as g:
+      yield g
+
+
 def read_text_documents(paths: Iterable[str], text_format: str,
-                        stats: dict | None = None) -> Iterator[Document]:
-  """Streams documents from text files (local or gs://) via tf.io.gfile.
+                        stats: dict | None = None,
+                        max_bad_line_fraction: float = 0.01) -> Iterator[Document]:
+  """Streams documents from text files (local or gs://, plain or gzip'd) via tf.io.gfile.
 
   sentence_per_line: one sentence per line, blank lines between documents (the BERT
   reference format). document_per_line: one document per line, split into sentences.
-  Invalid UTF-8 bytes are replaced (and counted in stats["invalid_utf8_lines"]).
+  Invalid UTF-8 bytes are replaced (and counted in stats["invalid_utf8_lines"]); a file with
+  more than `max_bad_line_fraction` (config.data.max_bad_line_fraction) of its lines, and at
+  least 10, that are not text (invalid UTF-8 or control characters) is refused with a
+  ValueError naming it, checked every 1,000 lines and at its end.
   """
   if text_format not in ("sentence_per_line", "document_per_line"):
     raise ValueError(f"config.data.text_format={text_format!r}; use sentence_per_line "
                      "or document_per_line.")
   stats = stats if stats is not None else {}
   for path in paths:
-    with tf.io.gfile.GFile(path, "rb") as f:
+    lines = bad = 0
+
+    def check(final: bool = False):
+      if bad >= _MIN_BAD_LINES and (final or lines >= _CHECK_EVERY) and bad > max_bad_line_fraction * lines:
+        raise ValueError(
+            f"{path} does not look like text: {bad} of {'its' if final else 'the first'} {lines} lines are "
+            f"not valid UTF-8 or hold control characters (more than config.data.max_bad_line_fraction="
+            f"{max_bad_line_fraction}). Remove it from the corpus (config.data.text_glob), convert it to "
+            "UTF-8 text, or raise config.data.max_bad_line_fraction.")
+
+    with _open_text(path) as f:
       doc: Document = []
       for raw in f:
+        lines += 1
         try:
           line = raw.decode("utf-8")
+          if _CONTROL_RE.search(line):
+            bad += 1
+            stats["control_char_lines"] = stats.get("control_char_lines", 0) + 1
         except UnicodeDecodeError:
           line = raw.decode("utf-8", errors="replace")
+          bad += 1
           stats["invalid_utf8_lines"] = stats.get("invalid_utf8_lines", 0) + 1
+        if lines % _CHECK_EVERY == 0:
+          check()
         line = line.strip()
         if text_format == "document_per_line":
           if line:
@@ -155,6 +199,7 @@ def read_text_documents(paths: Iterable[str], text_format: str,
           doc = []
         else:
           doc.append(_WS_RE.sub(" ", line))
+      check(final=True)
       if doc:
         yield doc
 
@@ -167,6 +212,23 @@ def text_files(glob: str) -> list[str]:
   if not files:
     raise ValueError(f"config.data.text_glob={glob!r} matches no files.")
   return files
+
+
+def describe_source(data_config) -> str:
+  """The configured corpus for error messages: its config key and value, and the files it names."""
+  c = data_config
+  if c.source == "text":
+    try:
+      files = text_files(c.text_glob)
+    except (ValueError, tf.errors.OpError):
+      files = []
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    return f"config.data.text_glob={c.text_glob!r} (files: {shown or 'none'})"
+  if c.source == "tfds":
+    return f"config.data.tfds_name={c.tfds_name!r} (split {c.tfds_split!r})"
+  if c.source == "tfrecord":
+    return f"config.data.tfrecord_glob={c.tfrecord_glob!r}"
+  return f"config.data.source={c.source!r}"
 
 
 def tfds_documents(name: str, split: str, text_key: str, data_dir: str = "") -> Iterator[Document]:
@@ -204,7 +266,8 @@ def source_documents(data_config, split: str = "train", stats: dict | None = Non
                                    "sentence_per_line", stats)
   elif source == "text":
     yield from read_text_documents(text_files(data_config.text_glob),
-                                   data_config.text_format, stats)
+                                   data_config.text_format, stats,
+                                   data_config.get("max_bad_line_fraction", 0.01))
   elif source == "tfds":
     yield from tfds_documents(data_config.tfds_name, split, data_config.tfds_text_key,
                               data_config.tfds_data_dir)

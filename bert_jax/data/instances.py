@@ -84,7 +84,8 @@ def tokenize_documents(docs: Iterable[list[str]], tokenizer, stats: dict,
 
   def flush():
     flat = [s for d in pending for s in d]
-    enc = tokenizer.encode_batch(flat) if flat else []
+    # Word-continuation flags of a word segmenter (if any) ride along in the ids until masking.
+    enc = tokenizer.encode_for_masking(flat) if flat else []
     k = 0
     for d in pending:
       sents = []

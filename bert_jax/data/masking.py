@@ -14,6 +14,15 @@ Strategies (config.data.masking):
   electra     token masking with 85% [MASK] / 15% kept / no random tokens.
 The budget per row is min(max_predictions_per_seq, max(1, round(mask_rate * n))) with n
 the number of maskable (non-special, non-padding) tokens.
+
+Decoupled rates (Wettig et al. 2022, "Should You Mask 15% in Masked Language Modeling?"):
+mask_rate is the share of maskable tokens PREDICTED, corrupt_rate (0: = mask_rate) the share
+CORRUPTED (given to the [MASK] / random / keep split). With different rates the strategy
+selects max(both) tokens, and the smaller set is a random subset of its tokens: corrupt more
+than predicted (corrupted tokens outside the prediction slots are never predicted), or predict
+more than corrupted (the extra predicted tokens are left intact, like "keep"). The corruption
+budget is capped in proportion to the prediction slots:
+ceil(max_predictions_per_seq * corrupt_rate / mask_rate).
 """
 
 from __future__ import annotations
@@ -23,12 +32,19 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-STRATEGIES = ("token", "whole_word", "ngram", "span", "electra")
+from bert_jax.data import checks
+
+# Defined (TF-free) in checks, which validates config.data.masking before anything is built.
+STRATEGIES = checks.MASKING_STRATEGIES
 # Masked under XLA by the pipeline (a fused while_loop); the others in TF's kernels.
 XLA_STRATEGIES = ("ngram", "span")
 
 # Streams of the hash RNG (any distinct constants).
 _S_SCORE, _S_REPLACE, _S_START, _S_LENGTH = 1, 2, 1000, 500_000
+_S_SUBSET = 3  # decoupled rates: which selected tokens form the smaller set
+# Bit set on a token id by tokenizers.Tokenizer.encode_for_masking where a word segmenter
+# (jieba) says the token continues a word; mask_batch strips it (= tokenizers.WORD_CONTINUES).
+WORD_CONTINUES = 1 << 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,72 +60,38 @@ class MaskingSpec:
   mask_id: int
   is_word_start: np.ndarray         # bool [vocab]
   random_ids: np.ndarray            # int32 ids allowed as random replacements
-  max_rounds: int = 0               # ngram/span: span draws per row (0: 3 * max_predictions)
+  max_rounds: int = 0               # ngram/span: span draws per row (0: 3 * max(max_predictions, max_corrupt))
+  corrupt_rate: float = 0.0         # share corrupted; 0: = mask_rate (not decoupled)
+  max_corrupt: int = 0              # cap of the corruption budget (0: max_predictions)
 
-
-def _probs_from_weights(text: str, n_max: int, key: str) -> tuple[float, ...]:
-  if text:
-    try:
-      w = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as e:
-      raise ValueError(f"config.data.{key}={text!r} must be comma separated numbers.") from e
-  else:
-    w = [1.0 / n for n in range(1, n_max + 1)]
-  if not w or any(x < 0 for x in w) or sum(w) <= 0:
-    raise ValueError(f"config.data.{key}={text!r}: weights must be >= 0 with a positive sum.")
-  return tuple(x / sum(w) for x in w)
+  @property
+  def decoupled(self) -> bool:
+    return bool(self.corrupt_rate) and self.corrupt_rate != self.mask_rate
 
 
 def spec_from_config(data_config, tokenizer) -> MaskingSpec:
   """Validates the masking keys of config.data and resolves them (cheap, raises early)."""
   c = data_config
-  if c.masking not in STRATEGIES:
-    raise ValueError(f"config.data.masking={c.masking!r}; choose one of {STRATEGIES}.")
-  if not 0.0 < c.mask_rate <= 1.0:
-    raise ValueError(f"config.data.mask_rate={c.mask_rate} must be in (0, 1].")
-  if not 1 <= c.max_predictions_per_seq <= c.max_seq_length:
-    raise ValueError(f"config.data.max_predictions_per_seq={c.max_predictions_per_seq} must be in "
-                     f"[1, max_seq_length={c.max_seq_length}].")
-  mask_p, rand_p, keep_p = c.mask_token_prob, c.random_token_prob, c.keep_token_prob
+  checks.masking(c)  # raises naming the key; also run before anything is built (train.validate)
+  corrupt = float(c.get("corrupt_rate", 0.0) or 0.0)
+  mask_p, rand_p = c.mask_token_prob, c.random_token_prob  # keep: the rest
   if c.masking == "electra":
-    mask_p, rand_p, keep_p = 0.85, 0.0, 0.15
-  if min(mask_p, rand_p, keep_p) < 0 or abs(mask_p + rand_p + keep_p - 1.0) > 1e-6:
-    raise ValueError("config.data.mask_token_prob + random_token_prob + keep_token_prob must "
-                     f"sum to 1 with each >= 0; got {mask_p}, {rand_p}, {keep_p}.")
-  length_probs = (1.0,)
-  if c.masking == "ngram":
-    if c.ngram_max < 1:
-      raise ValueError(f"config.data.ngram_max={c.ngram_max} must be >= 1.")
-    length_probs = _probs_from_weights(c.ngram_weights, c.ngram_max, "ngram_weights")
-    if len(length_probs) != c.ngram_max and c.ngram_weights:
-      raise ValueError(f"config.data.ngram_weights has {len(length_probs)} entries but "
-                       f"config.data.ngram_max={c.ngram_max}.")
-  elif c.masking == "span":
-    if not 0.0 < c.span_p <= 1.0:
-      raise ValueError(f"config.data.span_p={c.span_p} must be in (0, 1].")
-    if c.span_max < 1:
-      raise ValueError(f"config.data.span_max={c.span_max} must be >= 1.")
-    if c.span_max > c.max_seq_length - 2:
-      raise ValueError(f"config.data.span_max={c.span_max} cannot exceed max_seq_length - 2 "
-                       f"= {c.max_seq_length - 2}.")
-    n = np.arange(1, c.span_max + 1)
-    w = c.span_p * (1 - c.span_p) ** (n - 1)
-    length_probs = tuple((w / w.sum()).tolist())
+    mask_p, rand_p = 0.85, 0.0  # 15% kept
+  length_probs = checks.length_probs(c)
   specials = tuple(sorted(set(int(i) for i in tokenizer.special_ids)))
   vocab = tokenizer.vocab_size
   if c.random_token_range == "non_special":
     random_ids = np.setdiff1d(np.arange(vocab), np.array(specials)).astype(np.int32)
-  elif c.random_token_range == "all":
+  else:  # "all" (checks.masking allows no other)
     random_ids = np.arange(vocab, dtype=np.int32)
-  else:
-    raise ValueError(f"config.data.random_token_range={c.random_token_range!r}; use "
-                     "non_special or all.")
   return MaskingSpec(
       strategy=c.masking, mask_rate=float(c.mask_rate),
       max_predictions=int(c.max_predictions_per_seq), mask_prob=float(mask_p),
       random_prob=float(rand_p), length_probs=length_probs, special_ids=specials,
       mask_id=int(tokenizer.mask_id), is_word_start=np.asarray(tokenizer.is_word_start, bool),
-      random_ids=random_ids)
+      random_ids=random_ids, corrupt_rate=corrupt if corrupt != c.mask_rate else 0.0,
+      max_corrupt=min(int(c.max_seq_length), int(np.ceil(
+          c.max_predictions_per_seq * corrupt / c.mask_rate - 1e-9))) if corrupt else 0)
 
 
 # ----------------------------------------------------------------------------- hash RNG
@@ -156,33 +138,39 @@ def example_keys(seed: int, epoch: int, indices: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- strategies
 
-def _budget(spec: MaskingSpec, n_cand):
-  n = tf.cast(tf.round(tf.cast(n_cand, tf.float32) * spec.mask_rate), tf.int32)
-  n = tf.minimum(spec.max_predictions, tf.maximum(1, n))
+def _budget(spec: MaskingSpec, n_cand, rate: float | None = None, cap: int | None = None):
+  rate = spec.mask_rate if rate is None else rate
+  n = tf.cast(tf.round(tf.cast(n_cand, tf.float32) * rate), tf.int32)
+  n = tf.minimum(spec.max_predictions if cap is None else cap, tf.maximum(1, n))
   return tf.where(n_cand > 0, n, 0)
 
 
 def _word_ids(spec: MaskingSpec, ids, cand):
   """Word index per maskable token (-1 elsewhere): new word at a word-start piece or after
-  any non-maskable token, so words never cross [SEP] or padding."""
-  ws = tf.gather(tf.constant(spec.is_word_start), ids)
+  any non-maskable token, so words never cross [SEP] or padding. `ids` may carry the
+  WORD_CONTINUES flag of a word segmenter (Chinese whole words): a flagged piece never
+  starts a word."""
+  ws = tf.gather(tf.constant(spec.is_word_start), tf.bitwise.bitwise_and(ids, WORD_CONTINUES - 1))
+  ws &= tf.bitwise.bitwise_and(ids, WORD_CONTINUES) == 0
   prev_cand = tf.pad(cand[:, :-1], [[0, 0], [1, 0]])
   start = cand & (ws | ~prev_cand)
   wid = tf.cumsum(tf.cast(start, tf.int32), axis=1) - 1
   return tf.where(cand, wid, -1)
 
 
-def _select_tokens(spec, keys, cand, budget):
-  """The first `budget` maskable tokens in a random order: [B, P] positions and validity."""
+def _select_tokens(spec, keys, cand, budget, k: int | None = None, stream: int = _S_SCORE):
+  """The first `budget` maskable tokens in a random order: [B, k] positions and validity
+  (k: the largest budget, default max_predictions)."""
   L = cand.shape[1]
+  k = k or spec.max_predictions
   pos_bits = max(1, int(np.ceil(np.log2(L))))
   # Unique int32 scores (random high bits, position low bits): no ties at the threshold.
-  h = tf.bitwise.right_shift(hash_bits(keys, _S_SCORE, L), pos_bits + 1)
+  h = tf.bitwise.right_shift(hash_bits(keys, stream, L), pos_bits + 1)
   score = tf.bitwise.bitwise_or(tf.bitwise.left_shift(tf.cast(h, tf.int32), pos_bits),
                                 tf.range(L)[None, :])
   score = tf.where(cand, score, -1)
-  vals, idx = tf.math.top_k(score, k=spec.max_predictions, sorted=True)
-  ok = (tf.range(spec.max_predictions)[None, :] < budget[:, None]) & (vals >= 0)
+  vals, idx = tf.math.top_k(score, k=k, sorted=True)
+  ok = (tf.range(k)[None, :] < budget[:, None]) & (vals >= 0)
   # Selected tokens: scores at or above the budget-th best (scores are unique).
   kth = tf.gather(vals, tf.maximum(budget - 1, 0), batch_dims=1)
   selected = cand & (score >= kth[:, None]) & (budget > 0)[:, None]
@@ -261,7 +249,7 @@ def _select_spans(spec, keys, cand, wid, budget):
   cs = tf.cumsum(wlen, axis=1)
   w = tf.range(L)[None, :]
   exists = w < n_words[:, None]
-  max_rounds = spec.max_rounds or 3 * spec.max_predictions
+  max_rounds = spec.max_rounds or 3 * max(spec.max_predictions, spec.max_corrupt)
 
   def body(r, wcov, used, cap, hist):
     rem = budget - used
@@ -319,6 +307,17 @@ def _take_random_ids(random_ids: np.ndarray, vocab: int, i):
   return i
 
 
+def _select_union(spec, keys, cand, ids, budget, out: dict):
+  """Decoupled rates: the tokens the strategy selects with the larger of the two budgets."""
+  if spec.strategy in ("token", "electra"):
+    return _select_tokens(spec, keys, cand, budget, max(spec.max_predictions, spec.max_corrupt))[2]
+  wid = _word_ids(spec, ids, cand)
+  if spec.strategy == "whole_word":
+    return _select_whole_words(spec, keys, cand, wid, budget)
+  selected, out["span_length_hist"] = _select_spans(spec, keys, cand, wid, budget)
+  return selected
+
+
 def mask_batch(spec: MaskingSpec, batch: dict, keys) -> dict:
   """Adds masked_lm_{positions,ids,weights} and replaces input_ids (TF, batched).
 
@@ -326,18 +325,29 @@ def mask_batch(spec: MaskingSpec, batch: dict, keys) -> dict:
   Also returns "span_length_hist" [len(length_probs)] (accepted spans per length, in
   words) for ngram/span, used by tests and statistics.
   """
-  ids = batch["input_ids"]
+  flagged = batch["input_ids"]  # word-continuation flags (if any) only decide the words
+  ids = tf.bitwise.bitwise_and(flagged, WORD_CONTINUES - 1)
   L = ids.shape[1]
   P = spec.max_predictions
   is_special = _is_any(ids, spec.special_ids, len(spec.is_word_start))
   cand = (batch["input_mask"] > 0) & ~is_special
-  budget = _budget(spec, tf.reduce_sum(tf.cast(cand, tf.int32), axis=1))
+  n_cand = tf.reduce_sum(tf.cast(cand, tf.int32), axis=1)
+  budget = _budget(spec, n_cand)
   out = dict(batch)
-  if spec.strategy in ("token", "electra"):
+  if spec.decoupled:  # predictions and corruption of different sizes, the smaller nested
+    corrupt_budget = _budget(spec, n_cand, spec.corrupt_rate, max(spec.max_corrupt, 1))
+    selected = _select_union(spec, keys, cand, flagged, tf.maximum(budget, corrupt_budget), out)
+    k = max(spec.max_predictions, spec.max_corrupt)
+    sub = _select_tokens(spec, keys, selected, tf.minimum(budget, corrupt_budget), k,
+                         _S_SUBSET)[2]
+    more_corrupted = spec.corrupt_rate > spec.mask_rate
+    predicted, selected = (sub, selected) if more_corrupted else (selected, sub)
+    positions = _first_positions(predicted, P, xla=spec.strategy in XLA_STRATEGIES)
+  elif spec.strategy in ("token", "electra"):
     idx, ok, selected = _select_tokens(spec, keys, cand, budget)
     positions = tf.sort(tf.where(ok, idx, L), axis=1)
   else:
-    wid = _word_ids(spec, ids, cand)
+    wid = _word_ids(spec, flagged, cand)
     if spec.strategy == "whole_word":
       selected = _select_whole_words(spec, keys, cand, wid, budget)
     else:

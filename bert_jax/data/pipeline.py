@@ -22,6 +22,7 @@ sharded by file instead), so hosts' shards are disjoint and together cover the s
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -32,6 +33,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
+from bert_jax.data import checks
 from bert_jax.data import corpora
 from bert_jax.data import instances as inst_lib
 from bert_jax.data import masking
@@ -48,18 +50,7 @@ def validate(data_config, batch_size: int, process_index: int, process_count: in
     raise ValueError(f"Per-host batch_size must be >= 1, got {batch_size}.")
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} must be in [0, {process_count}).")
-  if not 8 <= c.max_seq_length:
-    raise ValueError(f"config.data.max_seq_length={c.max_seq_length} must be >= 8.")
-  if c.instances not in inst_lib.INSTANCE_KINDS:
-    raise ValueError(f"config.data.instances={c.instances!r}; choose one of "
-                     f"{inst_lib.INSTANCE_KINDS}.")
-  if c.pack_examples and c.instances in ("nsp", "sop"):
-    raise ValueError("config.data.pack_examples=True needs one sentence label per row; use "
-                     "instances=full_sentences or segments, or pack_examples=False.")
-  if not 0.0 <= c.short_seq_prob <= 1.0:
-    raise ValueError(f"config.data.short_seq_prob={c.short_seq_prob} must be in [0, 1].")
-  if not 0.0 <= c.eval_fraction < 1.0:
-    raise ValueError(f"config.data.eval_fraction={c.eval_fraction} must be in [0, 1).")
+  checks.instances(c)  # also run (with the other config.data checks) before anything is built
   return masking.spec_from_config(c, tokenizer)
 
 
@@ -87,7 +78,8 @@ def _all_documents(data_config, tokenizer, split: str, stats: dict) -> inst_lib.
   corpus = inst_lib.tokenize_documents(
       corpora.source_documents(c, split, stats, _cache_dir(c)), tokenizer, stats)
   if corpus.num_docs == 0:
-    raise ValueError(f"config.data.source={c.source!r} produced no documents (stats: {stats}).")
+    raise ValueError(f"{corpora.describe_source(c)} produced no documents (stats: {stats}): an empty "
+                     "corpus; point the source at your text.")
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = f"{path}.tmp{os.getpid()}.npz"
   np.savez(tmp, tokens=corpus.tokens, sent_offsets=corpus.sent_offsets,
@@ -350,10 +342,27 @@ def train_iterator(data_config, tokenizer, *, batch_size: int, process_index: in
                  start_batch=start_batch, stats=stats, chunk_rows=chunk_rows)
 
 
+def eval_data_config(data_config):
+  """data_config with the fixed eval masking (config.data.eval_masking / eval_mask_rate) if set."""
+  strategy, rate = data_config.get("eval_masking", ""), data_config.get("eval_mask_rate", 0.0)
+  if not strategy and not rate:
+    return data_config
+  data_config = copy.deepcopy(data_config)
+  data_config.masking = strategy or data_config.masking
+  data_config.mask_rate = rate or data_config.mask_rate
+  if "corrupt_rate" in data_config:
+    data_config.corrupt_rate = 0.0
+  return data_config
+
+
 def eval_iterator(data_config, tokenizer, *, batch_size: int, process_index: int = 0,
                   process_count: int = 1, num_batches: int, seed: int | None = None,
                   stats: dict | None = None) -> Iterator[dict]:
-  """Finite iterator over the held-out split; same batches and masks on every call."""
+  """Finite iterator over the held-out split; same batches and masks on every call.
+
+  config.data.eval_masking / eval_mask_rate, when set, replace the training masking and rate
+  here (corruption = prediction), e.g. 15% token masking for every cell of an ablation."""
+  data_config = eval_data_config(data_config)
   spec = validate(data_config, batch_size, process_index, process_count, tokenizer)
   seed = (data_config.seed if seed is None else seed) + 0x3C6EF372  # not the train stream
   stats = stats if stats is not None else {}

@@ -34,9 +34,9 @@ from bert_jax.data import tokenizers
 _TOKENIZER = None
 
 
-def _init_worker(path: str, kind: str, lower_case: bool) -> None:
+def _init_worker(path: str, kind: str, lower_case: bool, segmenter: str = "") -> None:
   global _TOKENIZER
-  _TOKENIZER = tokenizers.load(path, kind, lower_case)
+  _TOKENIZER = tokenizers.load(path, kind, lower_case, segmenter)
 
 
 def _encode_chunk(docs) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict]:
@@ -92,7 +92,7 @@ def run(data_config, tokenizer, output: str, num_shards: int = 16, num_workers: 
   docs = corpora.source_documents(data_config, data_config.tfds_split, source_stats)
   ctx = multiprocessing.get_context("spawn")  # TF state must not be forked
   with ctx.Pool(num_workers, _init_worker,
-                (tokenizer.path, tokenizer.kind, tokenizer.lower_case)) as pool:
+                (tokenizer.path, tokenizer.kind, tokenizer.lower_case, tokenizer.segmenter)) as pool:
     pending: collections.deque = collections.deque()
 
     def write_oldest():
@@ -102,7 +102,7 @@ def run(data_config, tokenizer, output: str, num_shards: int = 16, num_workers: 
       for tokens, sent_lens in docs:
         # doc_index counts kept documents in source order: independent of chunking.
         writers[n_docs % num_shards].write(
-            _example(tokens, sent_lens, tokenizer.is_word_start[tokens], n_docs))
+            _example(tokens, sent_lens, tokenizer.word_starts(tokens), n_docs))
         n_docs += 1
         n_tokens += len(tokens)
 
@@ -144,7 +144,7 @@ def record_files(glob: str, tokenizer=None) -> list[str]:
       if tf.io.gfile.exists(meta):
         with tf.io.gfile.GFile(meta) as f:
           fp = json.load(f)["tokenizer"]["fingerprint"]
-        if fp != tokenizer.fingerprint():
+        if fp not in (tokenizer.fingerprint(), tokenizer.file_fingerprint()):  # file's: older records
           raise ValueError(f"{meta}: records were tokenized with another tokenizer "
                            f"({fp} != {tokenizer.fingerprint()}); set config.data.tokenizer.path "
                            "to the one used for preprocessing.")
@@ -190,13 +190,19 @@ def main(argv):
   print(json.dumps(summary, indent=2))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """Console entry point `bert-jax-preprocess` (flags are defined here, not at import, so the
+  worker processes that import this module define none)."""
   from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<arg>")
+  from bert_jax import configs  # pylint: disable=g-import-not-at-top
+  configs.define_flag("config", "configs/<family>.py:<arg> or a packaged <family>.py:<arg>")
   flags.DEFINE_string("workdir", None, "where the tokenizer is trained or found")
   flags.DEFINE_string("output", None, "output prefix (local or gs://)")
   flags.DEFINE_integer("num_shards", 16, "TFRecord shards")
   flags.DEFINE_integer("num_workers", 0, "tokenizer processes (0: cores - 1)")
   flags.mark_flags_as_required(["config", "workdir", "output"])
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()

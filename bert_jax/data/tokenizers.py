@@ -3,6 +3,14 @@
 Both expose the same small interface (`Tokenizer`): special ids, encode/decode and a
 per-id `is_word_start` table that whole-word, n-gram and span masking need.
 Sentencepiece models we train put [PAD] [UNK] [CLS] [SEP] [MASK] at ids 0..4.
+
+Chinese (and any CJK text) is tokenized per character as BERT's basic tokenizer does:
+WordPiece splits CJK characters itself; a sentencepiece model trained with
+config.data.tokenizer.split_cjk (the default) sees every CJK character as its own word.
+A word segmenter (config.data.tokenizer.word_segmenter=jieba) then tells masking which
+characters form one word (Chinese-BERT-wwm): `encode_for_masking` sets the WORD_CONTINUES bit
+on the first token of each character that continues a segmented word; the corpus and the
+preprocessed records keep the bit and masking strips it (bert_jax.data.masking).
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from bert_jax.data import corpora
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SPM_FILE = "spm.model"
 SETTINGS_FILE = "tokenizer.json"
+WORD_SEGMENTERS = ("", "jieba")
+WORD_CONTINUES = 1 << 30  # = masking.WORD_CONTINUES: "this token continues the previous word"
 
 
 class Tokenizer:
@@ -38,6 +48,8 @@ class Tokenizer:
   sep_id: int
   mask_id: int
   is_word_start: np.ndarray  # bool [vocab_size]
+  split_cjk: bool = False    # sentencepiece: CJK characters encoded one by one
+  segmenter: str = ""        # word segmenter of encode_for_masking ("" or "jieba")
 
   @property
   def vocab_size(self) -> int:
@@ -57,11 +69,44 @@ class Tokenizer:
   def decode(self, ids: Iterable[int]) -> str:
     raise NotImplementedError
 
+  def encode_for_masking(self, texts: Sequence[str]) -> list[list[int]]:
+    """encode_batch, plus the WORD_CONTINUES bit on the first token of every CJK character
+    that the word segmenter puts after another CJK character of the same word (strip it with
+    `& (WORD_CONTINUES - 1)`: the ids are then encode_batch's). Without a segmenter:
+    encode_batch."""
+    if not self.segmenter:
+      return self.encode_batch(texts)
+    out = []
+    for text in texts:
+      parts = cjk_parts(text, self.segmenter)
+      ids: list[int] = []
+      for (_, continues), enc in zip(parts, self.encode_batch([p for p, _ in parts])):
+        if continues and enc:
+          enc = [enc[0] | WORD_CONTINUES] + list(enc[1:])
+        ids.extend(enc)
+      out.append(ids)
+    return out
+
+  def word_starts(self, ids: np.ndarray) -> np.ndarray:
+    """bool per token of encode_for_masking's ids: starts a word (table and flags)."""
+    ids = np.asarray(ids, np.int64)
+    return self.is_word_start[ids & (WORD_CONTINUES - 1)] & ((ids & WORD_CONTINUES) == 0)
+
+  def _options(self) -> bytes:
+    """What changes encode / encode_for_masking besides the file (empty by default, so the
+    fingerprints of plain tokenizers do not change)."""
+    return (b"|split_cjk" if self.split_cjk else b"") + (f"|{self.segmenter}".encode() if self.segmenter else b"")
+
   def fingerprint(self) -> str:
     """Identifies the vocabulary (used to key caches of tokenized corpora)."""
+    return self.file_fingerprint()
+
+  def file_fingerprint(self) -> str:
+    """The file's bytes (+ settings): also accepted from records preprocessed before the
+    sentencepiece fingerprint became content-only."""
     import hashlib  # pylint: disable=g-import-not-at-top
     with tf.io.gfile.GFile(self.path, "rb") as f:
-      return hashlib.sha1(f.read() + str(self.lower_case).encode()).hexdigest()[:12]
+      return hashlib.sha1(f.read() + str(self.lower_case).encode() + self._options()).hexdigest()[:12]
 
 
 def _check_specials(found: dict[str, int | None], path: str, fix: str) -> None:
@@ -71,17 +116,40 @@ def _check_specials(found: dict[str, int | None], path: str, fix: str) -> None:
 
 
 class SentencePieceTokenizer(Tokenizer):
-  """A sentencepiece model with [PAD] [UNK] [CLS] [SEP] [MASK] pieces."""
+  """A sentencepiece model with [PAD] [UNK] [CLS] [SEP] [MASK] pieces.
+
+  split_cjk (None: from the tokenizer.json that bert_jax writes next to the models it
+  trains; False without one) spaces out CJK characters before encoding, as the model was
+  trained. [UNK] continues a word (sentencepiece gives "Piñera" as ▁pi [UNK] er a): only
+  pieces with the ▁ word boundary start words.
+  """
 
   kind = "sentencepiece"
 
-  def __init__(self, path: str, lower_case: bool = True):
+  def __init__(self, path: str, lower_case: bool = True, split_cjk: bool | None = None, segmenter: str = ""):
     self.path = str(path)
     self.lower_case = lower_case
+    if split_cjk is None:
+      settings = os.path.join(os.path.dirname(self.path), SETTINGS_FILE)
+      split_cjk = False
+      if tf.io.gfile.exists(settings):
+        with tf.io.gfile.GFile(settings) as f:
+          split_cjk = bool(json.load(f).get("split_cjk", False))
+    self.split_cjk = split_cjk
+    self.segmenter = _check_segmenter(segmenter)
+    if self.segmenter and not self.split_cjk:
+      raise ValueError(f"config.data.tokenizer.word_segmenter={segmenter!r} needs CJK characters encoded one by "
+                       f"one, but {self.path} was not trained with config.data.tokenizer.split_cjk; train a "
+                       "tokenizer with it (leave config.data.tokenizer.path empty) or use a WordPiece vocab.txt.")
     with tf.io.gfile.GFile(self.path, "rb") as f:
       proto = f.read()
     self.sp = spm.SentencePieceProcessor()
-    self.sp.LoadFromSerializedProto(proto)
+    try:
+      self.sp.LoadFromSerializedProto(proto)
+    except (RuntimeError, OSError) as e:
+      raise ValueError(f"{self.path} is not a sentencepiece model ({str(e).splitlines()[0][:200]}); set "
+                       "config.data.tokenizer.path to a .model file, or leave it empty to train one "
+                       "(delete <workdir>/tokenizer when that is the broken file).") from e
     n = self.sp.get_piece_size()
     ids = {}
     for tok in SPECIAL_TOKENS:
@@ -93,21 +161,44 @@ class SentencePieceTokenizer(Tokenizer):
     self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
         ids[t] for t in SPECIAL_TOKENS)
     pieces = [self.sp.id_to_piece(i) for i in range(n)]
-    special = set(self.special_ids) | {self.unk_id}
+    special = set(self.special_ids)  # not [UNK]: an unknown character inside a word continues it
     self.is_word_start = np.array(
         [p.startswith("\u2581") or i in special or self.sp.is_control(i)
          for i, p in enumerate(pieces)], dtype=bool)
 
   def encode(self, text: str) -> list[int]:
-    return self.sp.encode(text.lower() if self.lower_case else text)
+    text = text.lower() if self.lower_case else text
+    return self.sp.encode(split_cjk(text) if self.split_cjk else text)
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
     if self.lower_case:
       texts = [t.lower() for t in texts]
+    if self.split_cjk:
+      texts = [split_cjk(t) for t in texts]
     return self.sp.encode(list(texts))
 
   def decode(self, ids: Iterable[int]) -> str:
     return self.sp.decode([int(i) for i in ids])
+
+  def fingerprint(self) -> str:
+    """The model's content only: pieces, scores, normalizer and the trainer settings that shape
+    encoding, without what a training run leaves in the file (its temporary path, input, thread
+    count). A tokenizer retrained identically has the same fingerprint, so it finds the same
+    tokenized-corpus cache and accepts the same preprocessed records."""
+    import hashlib  # pylint: disable=g-import-not-at-top
+    proto = content_proto(self.sp.serialized_model_proto())
+    return hashlib.sha1(proto + str(self.lower_case).encode() + self._options()).hexdigest()[:12]
+
+
+def content_proto(serialized: bytes) -> bytes:
+  """A serialized sentencepiece ModelProto without the fields that depend on where and how
+  fast it was trained (model_prefix, input, num_threads)."""
+  from sentencepiece import sentencepiece_model_pb2  # pylint: disable=g-import-not-at-top
+  m = sentencepiece_model_pb2.ModelProto()
+  m.ParseFromString(serialized)
+  for field in ("model_prefix", "input", "num_threads"):
+    m.trainer_spec.ClearField(field)
+  return m.SerializeToString(deterministic=True)
 
 
 # ----------------------------------------------------------------------------- WordPiece
@@ -124,6 +215,57 @@ def _is_cjk(cp: int) -> bool:
   return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or
           0x2A700 <= cp <= 0x2B73F or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF or
           0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F)
+
+
+def split_cjk(text: str) -> str:
+  """Spaces around every CJK character (BERT's basic tokenizer's _tokenize_chinese_chars)."""
+  return "".join(f" {ch} " if _is_cjk(ord(ch)) else ch for ch in text)
+
+
+def _check_segmenter(name: str) -> str:
+  if name not in WORD_SEGMENTERS:
+    raise ValueError(f"config.data.tokenizer.word_segmenter={name!r}; choose one of {WORD_SEGMENTERS} "
+                     "('' = none).")
+  return name
+
+
+_JIEBA = None
+
+
+def _jieba():
+  global _JIEBA
+  if _JIEBA is None:
+    import logging  # pylint: disable=g-import-not-at-top
+    import jieba  # pylint: disable=g-import-not-at-top
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+    _JIEBA = jieba
+  return _JIEBA
+
+
+def cjk_parts(text: str, segmenter: str = "jieba") -> list[tuple[str, bool]]:
+  """`text` cut into single CJK characters and the runs of other text between them:
+  [(part, continues)], continues=True for a CJK character that the segmenter puts right
+  after another CJK character of the same word. Only CJK characters are ever joined: the
+  segmenter's cuts inside other text (jieba cuts "Piñera" at the ñ) are ignored."""
+  _check_segmenter(segmenter)
+  parts: list[tuple[str, bool]] = []
+  run = []
+  for word in _jieba().cut(text, HMM=True):
+    prev_cjk = False
+    for ch in word:
+      if _is_cjk(ord(ch)):
+        if run:
+          parts.append(("".join(run), False))
+          run = []
+        parts.append((ch, prev_cjk))
+        prev_cjk = True
+      else:
+        run.append(ch)
+        prev_cjk = False
+  if run:
+    parts.append(("".join(run), False))
+  return parts
 
 
 def basic_tokenize(text: str, lower_case: bool) -> list[str]:
@@ -172,7 +314,8 @@ class WordPieceTokenizer(Tokenizer):
       self.pieces = [line.rstrip("\n") for line in f]
     self.vocab = {p: i for i, p in enumerate(self.pieces)}
     ids = {t: self.vocab.get(t) for t in SPECIAL_TOKENS}
-    _check_specials(ids, self.path, "use a BERT-style vocab.txt (one piece per line).")
+    _check_specials(ids, self.path, "set config.data.tokenizer.path to a BERT-style vocab.txt (one piece "
+                    "per line).")
     self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
         ids[t] for t in SPECIAL_TOKENS)
     self.is_word_start = np.array([not p.startswith("##") for p in self.pieces], dtype=bool)
@@ -211,22 +354,31 @@ class WordPieceTokenizer(Tokenizer):
 
 # ----------------------------------------------------------------------------- build / load
 
-def load(path: str, kind: str = "", lower_case: bool = True) -> Tokenizer:
-  """Loads a .model (sentencepiece) or vocab.txt (WordPiece) file."""
+def load(path: str, kind: str = "", lower_case: bool = True, segmenter: str = "") -> Tokenizer:
+  """Loads a .model (sentencepiece) or vocab.txt (WordPiece) file; `segmenter` (jieba) marks
+  Chinese words for masking (Tokenizer.encode_for_masking)."""
   if not tf.io.gfile.exists(path):
     raise ValueError(f"Tokenizer file {path} does not exist (config.data.tokenizer.path).")
   kind = kind or ("wordpiece" if str(path).endswith(".txt") else "sentencepiece")
   if kind == "wordpiece":
-    return WordPieceTokenizer(path, lower_case)
+    try:
+      tok = WordPieceTokenizer(path, lower_case)
+      tok.segmenter = _check_segmenter(segmenter)
+      return tok
+    except (UnicodeDecodeError, tf.errors.OpError) as e:
+      raise ValueError(f"{path} is not a WordPiece vocab.txt (one UTF-8 piece per line): {e}; fix "
+                       "config.data.tokenizer.path (or config.data.tokenizer.kind).") from e
   if kind == "sentencepiece":
-    return SentencePieceTokenizer(path, lower_case)
+    return SentencePieceTokenizer(path, lower_case, segmenter=segmenter)
   raise ValueError(f"config.data.tokenizer.kind={kind!r}: use sentencepiece or wordpiece.")
 
 
 def _sentences(data_config, stats: dict) -> Iterator[str]:
+  cjk = data_config.tokenizer.get("split_cjk", False)
   for doc in corpora.source_documents(data_config, "train", stats):
     for sent in doc:
-      yield sent.lower() if data_config.tokenizer.lower_case else sent
+      sent = sent.lower() if data_config.tokenizer.lower_case else sent
+      yield split_cjk(sent) if cjk else sent
 
 
 def sample_sentences(sentences: Iterable[str], n: int, seed: int) -> list[str]:
@@ -264,6 +416,10 @@ def train_sentencepiece(data_config, out_dir: str) -> str:
     # than asked instead of failing.
     sample = sample_sentences(_sentences(data_config, stats), tc.train_sentences,
                               seed=data_config.seed)
+    if not any(s.strip() for s in sample):
+      raise ValueError(f"{corpora.describe_source(data_config)} holds no text to train the tokenizer "
+                       "on (config.data.tokenizer.path is empty, so one is trained from the corpus): "
+                       "point the source at a non-empty corpus, or set config.data.tokenizer.path.")
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sample), model_prefix=prefix,
         vocab_size=tc.vocab_size, model_type=tc.model_type,
@@ -273,9 +429,13 @@ def train_sentencepiece(data_config, out_dir: str) -> str:
         character_coverage=0.9995, num_threads=os.cpu_count() or 1,
         max_sentence_length=8192, minloglevel=2)
     tf.io.gfile.makedirs(out_dir)
-    tf.io.gfile.copy(prefix + ".model", os.path.join(out_dir, SPM_FILE + ".tmp"), overwrite=True)
+    with open(prefix + ".model", "rb") as f:  # without the temporary path the trainer stored
+      model_bytes = content_proto(f.read())
+    with model(os.path.join(out_dir, SPM_FILE + ".tmp"), "wb") as f:
+      f.write(model_bytes)
     settings = dict(kind="sentencepiece", model_type=tc.model_type, vocab_size=tc.vocab_size,
                     lower_case=tc.lower_case, train_sentences=tc.train_sentences,
+                    split_cjk=bool(tc.get("split_cjk", False)),
                     source=data_config.source, special_tokens=list(SPECIAL_TOKENS),
                     input_stats=stats)
     with model(os.path.join(out_dir, SETTINGS_FILE), "w") as f:
@@ -290,8 +450,9 @@ def build_or_load(data_config, workdir: str, process_index: int | None = None,
                   timeout_s: float = 3600) -> Tokenizer:
   """Loads config.data.tokenizer.path, or trains a sentencepiece model into <workdir>/tokenizer."""
   tc = data_config.tokenizer
+  segmenter = tc.get("word_segmenter", "")
   if tc.path:
-    return load(tc.path, tc.kind, tc.lower_case)
+    return load(tc.path, tc.kind, tc.lower_case, segmenter)
   if tc.kind != "sentencepiece":
     raise ValueError("config.data.tokenizer.path is empty: only a sentencepiece tokenizer can "
                      f"be trained (config.data.tokenizer.kind={tc.kind!r}).")
@@ -314,4 +475,4 @@ def build_or_load(data_config, workdir: str, process_index: int | None = None,
   if tf.io.gfile.exists(settings_path):
     with tf.io.gfile.GFile(settings_path) as f:
       lower = json.load(f).get("lower_case", lower)
-  return SentencePieceTokenizer(path, lower)
+  return SentencePieceTokenizer(path, lower, segmenter=segmenter)

@@ -576,6 +576,118 @@ def export_classifier(model_config: Any, params: Params, num_labels: int, hf_dir
 
 
 # ---------------------------------------------------------------------------------------------
+# Span and token heads: HF *ForQuestionAnswering <-> models.ForQuestionAnswering (qa_outputs),
+# HF *ForTokenClassification <-> models.ForTokenClassification (classifier/dense). Neither HF
+# model has a pooler, so ours (unused by these heads) is neither read nor written.
+# ---------------------------------------------------------------------------------------------
+HEAD_KINDS = {"question_answering": "ForQuestionAnswering", "token_classification": "ForTokenClassification"}
+_FAMILY_NAMES = {"bert": "Bert", "albert": "Albert", "electra": "Electra"}
+
+
+def _check_kind(kind: str) -> str:
+  if kind not in HEAD_KINDS:
+    raise ValueError(f"Unknown head kind {kind!r}; choose one of {sorted(HEAD_KINDS)}.")
+  return HEAD_KINDS[kind]
+
+
+def head_name_map(cfg: ModelConfig, kind: str, prefix: str | None = None) -> list[Entry]:
+  """Entries of HF <Family>ForQuestionAnswering / ForTokenClassification for our trees."""
+  _check_kind(kind)
+  backbone = [e for e in classifier_name_map(cfg, prefix)
+              if e.path[0] == "bert" and e.path[:3] != ("bert", "encoder", "pooler")]
+  if kind == "question_answering":
+    return backbone + _linear("qa_outputs", ("qa_outputs",))
+  return backbone + _linear("classifier", ("classifier", "dense"))
+
+
+def head_model(cfg: ModelConfig, kind: str, num_labels: int = 2):
+  from bert_jax import models  # pylint: disable=g-import-not-at-top
+  _check_kind(kind)
+  if kind == "question_answering":
+    return models.ForQuestionAnswering(cfg)
+  return models.ForTokenClassification(cfg, num_labels)
+
+
+def load_head(hf_dir: str, kind: str) -> tuple[ModelConfig, Params, dict[str, Any] | None]:
+  """(config, params holding only the tensors found, head) of a checkpoint dir for a span
+  (kind "question_answering") or token ("token_classification") model.
+
+  head is {num_labels, id2label} when the checkpoint is an HF <Family>For<Kind> (its head is
+  read too), else None: a backbone (BertModel, *ForPreTraining, ...; ELECTRA's discriminator)
+  or our converted directory gives the backbone only.
+  """
+  from bert_jax import models  # pylint: disable=g-import-not-at-top
+  suffix = _check_kind(kind)
+  if os.path.exists(os.path.join(hf_dir, CONVERTED_PARAMS)):
+    cfg, params = load_converted(hf_dir)
+    return cfg, models.backbone_params(params) if "bert" not in params else {"bert": params["bert"]}, None
+  hf_cfg = read_hf_config(hf_dir)
+  archs = hf_cfg.get("architectures") or []
+  cfg = config_from_hf(hf_cfg)
+  sd = read_state_dict(hf_dir)
+  entries = head_name_map(cfg, kind, _detect_prefix(sd, cfg.family))
+  head, num_labels = None, 2
+  if any(a.endswith(suffix) for a in archs):
+    out_key = entries[-2].hf_key
+    if out_key not in sd:
+      raise ValueError(f"{hf_dir}: config.json says {archs} but {out_key} is missing from the weights.")
+    num_labels = int(sd[out_key].shape[0])
+    if kind == "question_answering" and num_labels != 2:
+      raise ValueError(f"{hf_dir}: {out_key} has {num_labels} outputs; a span head has 2 (start, end).")
+    id2label = {int(k): str(v) for k, v in (hf_cfg.get("id2label") or {}).items()}
+    if sorted(id2label) != list(range(num_labels)):
+      id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+    head = {"num_labels": num_labels, "id2label": id2label}
+  else:
+    entries = [e for e in entries if e.path[0] == "bert"]
+  expected = models.abstract_params(head_model(cfg, kind, num_labels), models.dummy_batch(cfg, 1, 8))
+  params: Params = {}
+  used = _convert_in(entries, sd, params, expected, hf_dir)
+  unused = sorted(k for k in sd if k not in used and not k.endswith(_TIED_OR_BUFFERS))
+  if unused:
+    logging.warning("%s: %d tensors not used (pooler, other heads, ...): %s", hf_dir, len(unused), unused[:8])
+  if "bert" not in params:
+    raise ValueError(f"{hf_dir}: no backbone tensors matched (architectures {archs}); expected keys like "
+                     f"{entries[0].hf_key}.")
+  return cfg, params, head
+
+
+def export_head(model_config: Any, params: Params, hf_dir: str, kind: str,
+                id2label: dict[int, str] | None = None) -> str:
+  """Writes an HF <Family>ForQuestionAnswering / ForTokenClassification (config.json +
+  model.safetensors) from ForQuestionAnswering / ForTokenClassification params (LoRA merged)."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  from bert_jax.models import peft  # pylint: disable=g-import-not-at-top
+  suffix = _check_kind(kind)
+  cfg = config_lib.validate(model_config)
+  if cfg.lora_rank or peft.has_lora(params):
+    cfg, params = peft.merge_lora(cfg, params)
+  if cfg.adapter_size:
+    raise ValueError(f"config.model.adapter_size={cfg.adapter_size}: HF {suffix} models have no adapters, "
+                     "so they cannot be exported; fine-tune with LoRA (merged on export) or fully.")
+  entries = head_name_map(cfg, kind)
+  tensors = {}
+  for e in entries:
+    try:
+      tensors[e.hf_key] = to_hf(e, np.asarray(_get(params, e.path)))
+    except (KeyError, TypeError) as err:
+      raise ValueError(f"export_head: params lack {'/'.join(e.path)}; pass the params of models.{suffix}.") from err
+  num_labels = int(tensors[entries[-2].hf_key].shape[0])
+  id2label = {int(k): str(v) for k, v in (id2label or {i: f"LABEL_{i}" for i in range(num_labels)}).items()}
+  if sorted(id2label) != list(range(num_labels)):
+    raise ValueError(f"export_head: id2label has ids {sorted(id2label)} but the head has {num_labels} outputs.")
+  os.makedirs(hf_dir, exist_ok=True)
+  save_file(tensors, os.path.join(hf_dir, "model.safetensors"), metadata={"format": "pt"})
+  out = config_to_hf(cfg, cfg.family)
+  out.update(architectures=[_FAMILY_NAMES[cfg.family] + suffix], id2label={str(k): v for k, v in id2label.items()},
+             label2id={v: k for k, v in id2label.items()})
+  out["classifier_dropout_prob" if cfg.family == "albert" else "classifier_dropout"] = cfg.hidden_dropout_prob
+  with open(os.path.join(hf_dir, "config.json"), "w") as f:
+    json.dump(out, f, indent=2, sort_keys=True)
+  return hf_dir
+
+
+# ---------------------------------------------------------------------------------------------
 # Our on-disk format: model_config.json (config.model keys) + params.safetensors, whose keys
 # are the "/"-joined param paths (e.g. "bert/encoder/group_0_layer_0/attention/query/kernel").
 # ---------------------------------------------------------------------------------------------

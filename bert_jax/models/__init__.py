@@ -27,6 +27,7 @@ import numpy as np
 from bert_jax.models.bert import BertModel
 from bert_jax.models.bert import ForQuestionAnswering
 from bert_jax.models.bert import ForSequenceClassification
+from bert_jax.models.bert import ForTokenClassification
 from bert_jax.models.bert import PretrainingModel
 from bert_jax.models.config import ModelConfig
 from bert_jax.models.config import generator_config
@@ -34,7 +35,7 @@ from bert_jax.models.config import validate
 from bert_jax.models.electra import ElectraPretrainingModel
 
 __all__ = [
-    "BertModel", "ElectraPretrainingModel", "ForQuestionAnswering", "ForSequenceClassification",
+    "BertModel", "ElectraPretrainingModel", "ForQuestionAnswering", "ForSequenceClassification", "ForTokenClassification",
     "ModelConfig", "PretrainingModel", "backbone_params", "build", "dummy_batch",
     "generator_config", "init_params", "logical_specs", "param_count", "validate",
 ]

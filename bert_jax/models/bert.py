@@ -6,6 +6,7 @@ Parameter tree (names are stable; bert_jax/interop maps them to HF names):
   bert/encoder/pooler
   mlm/{transform, transform_LayerNorm, bias}, sentence/dense      (PretrainingModel)
   pre_classifier (ELECTRA only), classifier/dense               (ForSequenceClassification)
+  qa_outputs (ForQuestionAnswering), classifier/dense (ForTokenClassification)
 LoRA / adapter leaves (config.model.lora_rank, adapter_size): see models/peft.py.
 """
 
@@ -122,3 +123,17 @@ class ForQuestionAnswering(_ConfigMixin, nn.Module):
     logits = layers.dense(cfg, 2, ("embed", "classes"), "qa_outputs")(seq)
     logits = logits.astype(jnp.float32)
     return logits[..., 0], logits[..., 1]
+
+
+class ForTokenClassification(_ConfigMixin, nn.Module):
+  """Per-token labels (NER, POS): dropout and a dense layer on every position, [B, L, num_labels]
+  (HF *ForTokenClassification)."""
+  config: Any
+  num_labels: int = 2
+
+  @nn.compact
+  def __call__(self, input_ids, input_mask, token_type_ids=None, segment_ids=None,
+               position_ids=None, deterministic: bool = True):
+    seq, _ = BertModel(self.config, name="bert")(input_ids, input_mask, token_type_ids, segment_ids,
+                                                 position_ids, deterministic)
+    return heads.Classifier(self.config, self.num_labels, name="classifier")(seq, deterministic)

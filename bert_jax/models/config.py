@@ -14,6 +14,12 @@ FAMILIES = ("bert", "albert", "electra")
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish",
                "tanh")
 DTYPES = ("float32", "bfloat16")
+# Attention: xla / cudnn through jax.nn.dot_product_attention (cudnn: fused flash attention on
+# NVIDIA GPUs, bf16 only); explicit: einsum + softmax written out. Attention-probability dropout
+# in training, and distillation's attention scores, always take the explicit path.
+ATTENTION_IMPLS = ("xla", "cudnn", "explicit")
+# Rematerialisation of each transformer layer in the backward pass (jax.checkpoint policies).
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 # LoRA target kernels of a transformer layer, and shorthands for them.
 LORA_TARGETS = ("query", "key", "value", "attention_output", "intermediate", "output")
 LORA_SHORTHANDS = {"q": ("query",), "k": ("key",), "v": ("value",), "out": ("attention_output",),
@@ -46,7 +52,9 @@ class ModelConfig:
   generator_num_attention_heads: int = 0   # 0: max(1, generator hidden // 64)
   generator_intermediate_size: int = 0     # 0: 4 * generator hidden
   dtype: str = "float32"
-  remat: bool = False
+  remat: bool = False              # = remat_policy "full" (kept for old configs)
+  remat_policy: str = ""           # "" : "full" if remat else "none"; see REMAT_POLICIES
+  attention_impl: str = "xla"      # see ATTENTION_IMPLS
   # Activation of the MLM transform; "" means hidden_act. HF's ELECTRA generator head
   # hard-codes exact gelu, which `generator_config` sets here.
   mlm_act: str = ""
@@ -69,6 +77,11 @@ class ModelConfig:
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_attention_heads
+
+  @property
+  def remat_mode(self) -> str:
+    """The effective remat policy name (REMAT_POLICIES)."""
+    return self.remat_policy or ("full" if self.remat else "none")
 
   @property
   def lora_target_set(self) -> frozenset[str]:
@@ -152,6 +165,13 @@ def validate(cfg: Any) -> ModelConfig:
     bad("embedding_size", "a factorised embedding is an ALBERT/ELECTRA feature; use 0 for BERT.")
   if c.dtype not in DTYPES:
     bad("dtype", f"must be one of {DTYPES}.")
+  if c.remat_policy and c.remat_policy not in REMAT_POLICIES:
+    bad("remat_policy", f"must be one of {REMAT_POLICIES} (or empty: config.model.remat decides).")
+  if c.attention_impl not in ATTENTION_IMPLS:
+    bad("attention_impl", f"must be one of {ATTENTION_IMPLS}.")
+  if c.attention_impl == "cudnn" and c.dtype != "bfloat16":
+    bad("attention_impl", "cudnn attention runs in bfloat16 only: set config.model.dtype=bfloat16 "
+        "or config.model.attention_impl=xla.")
   if not isinstance(c.lora_rank, int) or isinstance(c.lora_rank, bool) or c.lora_rank < 0:
     bad("lora_rank", "must be a non-negative integer (0 turns LoRA off).")
   if c.lora_rank:

@@ -233,16 +233,29 @@ class SelfAttention(nn.Module):
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "kv"))
     k = nn.with_logical_constraint(k, ("batch", "length", "heads", "kv"))
     v = nn.with_logical_constraint(v, ("batch", "length", "heads", "kv"))
-    # Softmax in float32 whatever the compute dtype.
-    logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
-    logits = logits / jnp.sqrt(jnp.float32(d))
-    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(logits, axis=-1)
-    probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
-    ctx = jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v)
+    dropout = cfg.attention_probs_dropout_prob > 0 and not deterministic
+    if cfg.attention_impl != "explicit" and not dropout and not self.is_mutable_collection("intermediates"):
+      # jax.nn.dot_product_attention has no dropout on the probabilities and returns no scores:
+      # training with attention dropout and distillation's attention term take the path below.
+      ctx = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=1.0 / float(np.sqrt(d)),
+                                         implementation=cfg.attention_impl)
+    else:
+      ctx = self._explicit(q, k, v, mask, deterministic)
     ctx = nn.with_logical_constraint(ctx, ("batch", "length", "heads", "kv"))
     return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), "output", axis=(-2, -1),
                  lora_target="attention_output")(ctx, deterministic)
+
+  def _explicit(self, q: Array, k: Array, v: Array, mask: Array, deterministic: bool) -> Array:
+    cfg, d = self.cfg, self.cfg.head_dim
+    # Softmax in float32 whatever the compute dtype.
+    logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
+    logits = logits / jnp.sqrt(jnp.float32(d))
+    # Kept only when "intermediates" is mutable (distillation's attention term, bert_jax.distill).
+    self.sow("intermediates", "attention_scores", logits)
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1)
+    probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+    return jnp.einsum("bnqk,bknd->bqnd", probs.astype(v.dtype), v)
 
 
 class TransformerLayer(nn.Module):
@@ -293,9 +306,10 @@ class Encoder(nn.Module):
       x = dense(cfg, cfg.hidden_size, (EMB_AXIS, "embed"), "embeddings_project")(x)
       x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     layer_cls = TransformerLayer
-    if cfg.remat:
+    if cfg.remat_mode != "none":
+      policy = None if cfg.remat_mode == "full" else getattr(jax.checkpoint_policies, cfg.remat_mode)
       # static_argnums counts self: (self, x, mask, deterministic).
-      layer_cls = nn.remat(TransformerLayer, prevent_cse=True, static_argnums=(3,))
+      layer_cls = nn.remat(TransformerLayer, prevent_cse=True, static_argnums=(3,), policy=policy)
     groups = [[layer_cls(cfg, name=f"group_{g}_layer_{j}")
                for j in range(cfg.inner_group_num)] for g in range(cfg.num_groups)]
     for i in range(cfg.num_hidden_layers):

@@ -88,6 +88,12 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   # Compute dtype; parameters are always float32.
   c.dtype = "float32"                # float32 | bfloat16
   c.remat = False                    # rematerialise each layer in the backward pass
+  # Remat policy (overrides `remat` when set): none | full | dots_saveable (keep matmul outputs,
+  # recompute the rest) | dots_with_no_batch_dims_saveable; empty: full if remat else none.
+  c.remat_policy = ""
+  # Attention kernel: xla | cudnn (fused, NVIDIA GPU, bfloat16) via jax.nn.dot_product_attention,
+  # or explicit (einsum + softmax). Training with attention dropout > 0 uses explicit.
+  c.attention_impl = "xla"
   # Parameter-efficient fine-tuning, off by default (pretraining trees unchanged).
   # LoRA: y += dropout(x) A B * lora_alpha / lora_rank on the targeted kernels of every layer
   # (A: lora_a, B: lora_b = 0 at init). Targets: query, key, value, attention_output,
@@ -116,6 +122,9 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
   c.tfds_data_dir = ""               # empty: TFDS default (or $TFDS_DATA_DIR)
   c.text_glob = ""                   # local or gs:// glob of text files
   c.text_format = "sentence_per_line"  # sentence_per_line (blank line between docs) | document_per_line
+  # A text file (plain or gzip'd) with a larger share of lines that are not UTF-8 text (invalid
+  # bytes, control characters), and at least 10, is refused naming it: a binary file by mistake.
+  c.max_bad_line_fraction = 0.01
   c.tfrecord_glob = ""               # output of `python -m bert_jax.data.preprocess`
   # source=tfrecord: documents held per host at once (bert_jax.data.stream); the rows of one
   # window are shuffled together, NSP's random B and packing draw from it. 0: load the host's
@@ -130,6 +139,8 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
   c.tokenizer.model_type = "unigram"   # unigram | bpe
   c.tokenizer.lower_case = True
   c.tokenizer.train_sentences = 1_000_000  # sentences sampled to train sentencepiece
+  c.tokenizer.split_cjk = True       # training sentencepiece: CJK characters one by one (BERT's basic tokenizer)
+  c.tokenizer.word_segmenter = ""    # jieba: whole_word / ngram / span masking keep segmented Chinese words whole
   # --- instances ---
   c.max_seq_length = 128
   c.instances = "nsp"                # nsp | sop | segments | full_sentences
@@ -137,8 +148,15 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
   c.pack_examples = False            # several examples per row with segment ids
   # --- masking ---
   c.masking = "token"                # token | whole_word | ngram | span | electra
-  c.mask_rate = 0.15
+  c.mask_rate = 0.15                 # share of maskable tokens predicted
+  # Share corrupted ([MASK] / random / keep split), Wettig et al. 2022; 0: = mask_rate (as BERT).
+  # The smaller of the two sets is a random subset of the larger (bert_jax.data.masking).
+  c.corrupt_rate = 0.0
   c.max_predictions_per_seq = 20
+  # Eval batches at a fixed masking, whatever the training masking (e.g. token at 0.15, so MLM
+  # figures compare across a mask-rate ablation); empty / 0: the training masking / rate.
+  c.eval_masking = ""
+  c.eval_mask_rate = 0.0
   c.mask_token_prob = 0.8            # replacement split: [MASK] / random / keep
   c.random_token_prob = 0.1
   c.keep_token_prob = 0.1
@@ -186,6 +204,21 @@ def finetune_config(**overrides) -> ml_collections.ConfigDict:
   return c
 
 
+def distill_config(**overrides) -> ml_collections.ConfigDict:
+  """Knowledge distillation from a frozen teacher (owned by bert_jax.distill); off without a teacher."""
+  c = ml_collections.ConfigDict()
+  c.teacher = ""                     # fine-tuning seed dir | pretraining workdir | HF dir; empty: off
+  c.alpha = 0.5                      # weight of the soft targets; 1 - alpha: the hard labels (0: labels only)
+  c.temperature = 2.0                # T of softmax(logits / T); the soft term is scaled by T^2
+  c.student_layers = 0               # the student's depth (0: config.model's / the starting point's)
+  c.student_init = "start"           # start (config.init.*) | teacher; every k-th layer of it
+  c.hidden_weight = 0.0              # TinyBERT hidden-state MSE through a learned projection
+  c.attention_weight = 0.0           # TinyBERT attention-score MSE (same head count)
+  c.eval_teacher = False             # task distillation: eval also reports the teacher's accuracy / agreement
+  c.update(overrides)
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Everything but the model/data/objective sections, with BERT-base recipe defaults."""
   c = ml_collections.ConfigDict()
@@ -199,6 +232,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Stop (with a checkpoint) after this many steps in THIS process, then resume by re-running:
   # for time-boxed queues and the resume tests. 0: run to num_steps.
   c.train.halt_after_steps = 0
+  # Persistent XLA compilation cache, so a restart loads the compiled steps: a directory (local or
+  # gs://); empty: $JAX_COMPILATION_CACHE_DIR if set, else <workdir>/compilation_cache; "none": off.
+  c.train.compilation_cache = ""
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "bert_adamw"    # adamw | bert_adamw (no bias correction) | lamb

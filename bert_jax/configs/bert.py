@@ -11,11 +11,7 @@ sequence length 128 with 20 predictions (the paper's first 90% of steps).
       --config.data.masking=whole_word --config.data.mask_rate=0.2
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from bert_jax.configs import common
 
 # (layers, hidden) of each size; heads = hidden / 64, intermediate = 4 * hidden.
 SIZES = {
@@ -46,6 +42,7 @@ def get_config(arg=None):
   config.data = common.data_config(instances="nsp", masking="token", mask_rate=0.15,
                                    max_seq_length=128, max_predictions_per_seq=20)
   config.objective = common.objective_config(name="mlm", sentence_loss="nsp")
+  config.distill = common.distill_config()  # MLM distillation from a teacher (bert_jax.distill)
   config.train.batch_size = 256
   config.train.num_steps = 1_000_000
   config.optimizer.update(name="bert_adamw", learning_rate=1e-4, warmup_steps=10_000,

@@ -11,11 +11,7 @@ large: batch 2048, lr 2e-4, 400k steps. Discriminator loss weight 50.
       --config.data.mask_rate=0.25
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from bert_jax.configs import common
 
 # (layers, hidden, heads, intermediate, embedding, generator fraction, batch, lr, steps, mask)
 SIZES = {

@@ -14,19 +14,26 @@ config.init.hf_checkpoint); config.model.* here only sets dropout and the PEFT m
       --config.init.workdir=runs/electra_small --config.finetune.source=tfds
   python -m bert_jax.main --config=configs/finetune.py:sst2,lora --workdir=runs/sst2_lora ...
   python -m bert_jax.main --config=configs/finetune.py:sst2,adapters --workdir=runs/sst2_ad ...
+  python -m bert_jax.main --config=configs/finetune.py:sst2,distill --workdir=runs/sst2_student \
+      --config.distill.teacher=runs/sst2/seed_0 --config.init.hf_checkpoint=...   (bert_jax.distill)
+
+SQuAD (task squad = v1.1, squad_v2 = v2.0; bert_jax.qa) and token classification (conll2003 from
+TFDS, conll = CoNLL-format files; bert_jax.tagging): settings in configs/qa_tagging.py.
+  python -m bert_jax.main --config=configs/finetune.py:squad --workdir=runs/squad \
+      --config.init.hf_checkpoint=path/to/bert --config.finetune.data_dir=path/to/squad_json_dir
+  python -m bert_jax.main --config=configs/finetune.py:conll --workdir=runs/ner \
+      --config.init.hf_checkpoint=path/to/bert --config.finetune.data_dir=path/to/conll_dir
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from bert_jax.configs import common
+from bert_jax.configs import qa_tagging
 
 RECIPES = ("bert", "electra")
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, task="sst2", recipe="bert", lora=False, adapters=False, runlocal=False)
+  arg = common.parse_arg(arg, task="sst2", recipe="bert", lora=False, adapters=False, distill=False,
+                         runlocal=False)
   if arg.recipe not in RECIPES:
     raise ValueError(f"Unknown recipe {arg.recipe!r}; choose one of {RECIPES}.")
   config = common.base_config()
@@ -35,6 +42,7 @@ def get_config(arg=None):
   config.data.tokenizer.path = ""
   config.objective = common.objective_config(name="classify", sentence_loss="none")
   config.finetune = common.finetune_config(task=arg.task)
+  config.distill = common.distill_config()
   config.train.batch_size = 32
   config.optimizer.update(name="adamw", learning_rate=2e-5, weight_decay=0.01, eps=1e-6,
                           clip_grad_norm=1.0, schedule="linear")
@@ -50,10 +58,13 @@ def get_config(arg=None):
     config.finetune.method = "adapters"
     config.model.adapter_size = 64
     config.optimizer.learning_rate = 1e-3
+  if arg.distill:  # a 2-layer student from config.init, every 3rd layer (6-layer teachers); set config.distill.teacher
+    config.distill.update(alpha=0.5, temperature=2.0, student_layers=2)
   config.checkpoint.update(keep=1, keep_best=1)
   config.eval.batch_size = 64
   config.log.every_steps = 50
   if arg.runlocal:
     config.data.max_seq_length = 64
     config.finetune.train_examples = 2000
+  qa_tagging.apply(config, arg.task, arg.recipe, arg.runlocal)
   return config

@@ -1,0 +1,590 @@
+r"""Knowledge distillation: a frozen teacher's soft targets train a smaller student.
+
+Task distillation (config.objective.name=classify with config.distill.teacher set):
+
+  python -m bert_jax.main --config=configs/finetune.py:sst2,distill --workdir=runs/sst2_student \
+      --config.distill.teacher=runs/sst2_minilm/seed_0 \
+      --config.init.hf_checkpoint=../shared/weights/all-MiniLM-L6-v2 \
+      --config.distill.student_layers=2 --config.finetune.data_dir=../shared/data/glue/SST-2
+
+  loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+         + (1 - alpha) * hard-label loss                                   (Hinton et al. 2015)
+         + hidden_weight * MSE(student hidden @ W, teacher hidden)          (TinyBERT, learned W)
+         + attention_weight * MSE(student attention scores, teacher's)      (TinyBERT)
+  Regression tasks use MSE(student, teacher) as the soft term (no temperature).
+
+MLM distillation (config.objective.name=mlm with config.distill.teacher set): the same soft
+term over the masked positions' vocabulary distributions (DistilBERT), (1 - alpha) * (MLM +
+NSP/SOP), and the optional hidden / attention terms.
+
+The teacher (config.distill.teacher) is one of
+  a bert_jax fine-tuning seed directory (<workdir>/seed_<k>: its best checkpoint),
+  a bert_jax pretraining workdir (MLM distillation: its latest checkpoint),
+  an HF directory (task distillation: *ForSequenceClassification with its head; MLM
+  distillation: *ForPreTraining / *ForMaskedLM) or a converted one.
+It is frozen state of the task contract (objectives.Task.frozen_params): placed on the mesh
+once with the student's logical sharding rules, passed to the train and eval steps, never
+in the optimizer state and never in the student's checkpoints.
+
+The student is config.model (fine-tuning: the starting point's architecture) with
+config.distill.student_layers layers (0: as is). Its weights come from config.init (the
+starting point) or, with config.distill.student_init=teacher, from the teacher; in both
+cases student layer i takes layer i * k of the source (k = source layers / student layers),
+as DistilBERT takes every other teacher layer. The hidden / attention terms pair student
+layer m (1-based) with teacher layer m * k' (k' = teacher layers / student layers), and the
+embedding outputs with each other, as TinyBERT.
+
+alpha = 0 with no hidden / attention term trains the student on the labels alone; the
+teacher is then not loaded (the label-only baseline of the same student).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert_jax import models
+from bert_jax import objectives
+from bert_jax.models import layers
+
+STUDENT_INITS = ("start", "teacher")
+
+
+def enabled(config) -> bool:
+  """True when config.distill asks for a teacher."""
+  d = config.get("distill")
+  return d is not None and bool(d.teacher) and (
+      d.alpha > 0 or d.hidden_weight > 0 or d.attention_weight > 0)
+
+
+def active(config) -> bool:
+  """True when config.distill shapes the student or names a teacher (the task of get_task)."""
+  d = config.get("distill")
+  return d is not None and (bool(d.teacher) or d.student_layers > 0)
+
+
+def validate(config) -> None:
+  """Cheap checks of config.distill (before anything is loaded or compiled)."""
+  d = config.get("distill")
+  if d is None:
+    return
+  if not 0.0 <= d.alpha <= 1.0:
+    raise ValueError(f"config.distill.alpha={d.alpha} must be in [0, 1] (weight of the soft targets).")
+  if d.temperature <= 0:
+    raise ValueError(f"config.distill.temperature={d.temperature} must be > 0.")
+  if d.hidden_weight < 0 or d.attention_weight < 0:
+    raise ValueError("config.distill.hidden_weight and attention_weight must be >= 0.")
+  if d.student_layers < 0:
+    raise ValueError(f"config.distill.student_layers={d.student_layers} must be >= 0 (0: as the model).")
+  if d.student_init not in STUDENT_INITS:
+    raise ValueError(f"config.distill.student_init={d.student_init!r}; choose one of {STUDENT_INITS}.")
+  if d.student_init == "teacher" and not d.teacher:
+    raise ValueError("config.distill.student_init='teacher' needs config.distill.teacher (a fine-tuning seed "
+                     "dir, a pretraining workdir or an HF dir).")
+  if d.teacher and "://" not in d.teacher and not os.path.isdir(d.teacher):
+    raise ValueError(f"config.distill.teacher={d.teacher!r} is not a directory.")
+
+
+def shape_student(config) -> None:
+  """config.model.num_hidden_layers = config.distill.student_layers (when set)."""
+  d = config.get("distill")
+  if d is None:
+    return
+  validate(config)
+  if d.student_layers:
+    config.model.num_hidden_layers = int(d.student_layers)
+    if config.model.num_hidden_groups and config.model.num_hidden_groups > d.student_layers:
+      config.model.num_hidden_groups = int(d.student_layers)
+
+
+# ----------------------------------------------------------------------------------------------
+# The teacher.
+# ----------------------------------------------------------------------------------------------
+def _read_json(path: str) -> dict:
+  import json  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  return json.loads(epath.Path(path).read_text())
+
+
+def teacher_kind(path: str) -> str:
+  """seed (fine-tuning seed dir) | workdir (pretraining) | hf (HF or converted dir)."""
+  cfg = os.path.join(path, "config.json")
+  if os.path.exists(cfg):
+    c = _read_json(cfg)
+    if "objective" in c:
+      return "seed" if c["objective"]["name"] == "classify" else "workdir"
+    return "hf"
+  if os.path.exists(os.path.join(path, "results.json")):
+    raise ValueError(f"config.distill.teacher={path!r} is a fine-tuning run with several seeds; "
+                     "pass one seed directory (<workdir>/seed_<k>).")
+  return "hf"
+
+
+@functools.lru_cache(maxsize=2)
+def load_teacher(path: str, task_kind: str) -> tuple[Any, Any, dict[str, Any]]:
+  """(model config, params as numpy, info) of a teacher; task_kind: classify | mlm.
+
+  info: kind, num_labels (classify), tokenizer (path of the teacher's tokenizer or "").
+  """
+  kind = teacher_kind(path)
+  if task_kind == "classify":
+    if kind == "seed":
+      from bert_jax import finetune  # pylint: disable=g-import-not-at-top
+      config, task, params = finetune.load_best(path)
+      return (models.validate(config.model), params,
+              dict(kind=kind, num_labels=task.num_labels, tokenizer=config.data.tokenizer.path))
+    if kind == "hf":
+      from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
+      cfg, params, head = hf.load_classifier(path)
+      if head is None:
+        raise ValueError(f"config.distill.teacher={path!r} has no sequence-classification head: a task "
+                         "teacher must be fine-tuned first (bert_jax.finetune, or an HF "
+                         "*ForSequenceClassification directory).")
+      return cfg, params, dict(kind=kind, num_labels=head["num_labels"], tokenizer=_hf_vocab(path))
+    raise ValueError(f"config.distill.teacher={path!r} is a pretraining workdir; task distillation needs a "
+                     "fine-tuned teacher (a fine-tuning seed dir or an HF *ForSequenceClassification dir).")
+  if kind == "workdir":
+    return _restore_pretraining(path)
+  if kind == "hf":
+    from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
+    cfg, params, imported = hf.import_hf(path)
+    if cfg.family == "electra" or any(k.startswith("mlm/") for k in imported["initialized"]):
+      raise ValueError(f"config.distill.teacher={path!r} holds no BERT/ALBERT MLM head; MLM distillation "
+                       "needs a *ForPreTraining / *ForMaskedLM checkpoint.")
+    return cfg, params, dict(kind=kind, tokenizer=_hf_vocab(path))
+  raise ValueError(f"config.distill.teacher={path!r} is a fine-tuning run; MLM distillation needs a "
+                   "pretraining workdir or an HF *ForPreTraining / *ForMaskedLM directory.")
+
+
+def _hf_vocab(path: str) -> str:
+  for name in ("vocab.txt", "spiece.model"):
+    if os.path.exists(os.path.join(path, name)):
+      return os.path.join(path, name)
+  return ""
+
+
+def _restore_pretraining(workdir: str):
+  """Full params (backbone and heads) of a pretraining workdir's latest checkpoint."""
+  from bert_jax import checkpointing, finetune  # pylint: disable=g-import-not-at-top
+  pre = finetune.pretraining_config(workdir)
+  if pre.model.family == "electra":
+    raise ValueError(f"config.distill.teacher={workdir!r} is an ELECTRA run; MLM distillation needs a "
+                     "BERT/ALBERT teacher.")
+  task = objectives.get_task(pre)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), pre.checkpoint, read_only=True,
+                                    best_metric=task.best_metric, best_mode=task.best_mode)
+  if not ckpt.all_steps():
+    raise FileNotFoundError(f"config.distill.teacher={workdir!r} holds no checkpoint under checkpoints/.")
+  state, _, _ = ckpt.restore(finetune._abstract_state_on_one_device(pre))  # pylint: disable=protected-access
+  ckpt.close()
+  tok = pre.data.tokenizer.path or os.path.join(workdir, "tokenizer", "spm.model")
+  return models.validate(pre.model), jax.device_get(state["params"]), dict(kind="workdir", tokenizer=tok)
+
+
+def _file_hash(path: str) -> str | None:
+  if not path or not os.path.exists(path):
+    return None
+  with open(path, "rb") as f:
+    return hashlib.sha1(f.read()).hexdigest()
+
+
+def check_teacher(config, teacher_cfg, info: dict[str, Any], num_labels: int | None) -> None:
+  """The teacher must read the student's inputs: same vocabulary (and labels, and heads for
+  the attention term, layer counts that divide for the hidden / attention terms)."""
+  src = f"config.distill.teacher={config.distill.teacher!r}"
+  if teacher_cfg.vocab_size != config.model.vocab_size:
+    raise ValueError(f"{src} has vocab_size {teacher_cfg.vocab_size} but the student has "
+                     f"{config.model.vocab_size}: teacher and student must share the tokenizer.")
+  a, b = _file_hash(info.get("tokenizer", "")), _file_hash(config.data.tokenizer.path)
+  if a is not None and b is not None and a != b:
+    raise ValueError(f"{src} was trained with the tokenizer {info['tokenizer']} but the student reads "
+                     f"{config.data.tokenizer.path}: teacher and student must share the tokenizer.")
+  if num_labels is not None and info.get("num_labels") != num_labels:
+    raise ValueError(f"{src} has {info.get('num_labels')} outputs but task {config.finetune.task!r} has "
+                     f"{num_labels}.")
+  d = config.distill
+  if d.hidden_weight > 0 or d.attention_weight > 0:
+    for who, c in (("teacher", teacher_cfg), ("student", models.validate(config.model))):
+      if c.num_groups != c.num_hidden_layers or c.inner_group_num != 1:
+        raise ValueError(f"config.distill.hidden_weight / attention_weight: the {who} shares layers "
+                         "(ALBERT); the layer-wise terms need one parameter set per layer.")
+    if teacher_cfg.num_hidden_layers % config.model.num_hidden_layers:
+      raise ValueError(f"config.distill.hidden_weight / attention_weight: the teacher's "
+                       f"{teacher_cfg.num_hidden_layers} layers are not a multiple of the student's "
+                       f"{config.model.num_hidden_layers} (config.distill.student_layers).")
+  if d.attention_weight > 0 and teacher_cfg.num_attention_heads != config.model.num_attention_heads:
+    raise ValueError(f"config.distill.attention_weight > 0 compares attention maps head by head, but the "
+                     f"teacher has {teacher_cfg.num_attention_heads} heads and the student "
+                     f"{config.model.num_attention_heads}; set config.distill.attention_weight=0.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Student init from every k-th layer.
+# ----------------------------------------------------------------------------------------------
+_LAYER = re.compile(r"^group_(\d+)_layer_(\d+)$")
+
+
+def every_kth_layer(source_params, num_student_layers: int):
+  """`source_params` with encoder layer group_{i*k} renamed group_i for i < num_student_layers
+  (k = source layers // student layers) and the other layers dropped: DistilBERT's init."""
+
+  def remap(encoder):
+    groups = sorted({int(m.group(1)) for k in encoder if (m := _LAYER.match(k))})
+    n = len(groups)
+    if n <= num_student_layers:
+      return encoder
+    k = n // num_student_layers
+    out = {key: v for key, v in encoder.items() if not _LAYER.match(key)}
+    for key, v in encoder.items():
+      m = _LAYER.match(key)
+      if m and int(m.group(1)) % k == 0 and int(m.group(1)) // k < num_student_layers:
+        out[f"group_{int(m.group(1)) // k}_layer_{m.group(2)}"] = v
+    return out
+
+  def walk(tree):
+    if not isinstance(tree, dict):
+      return tree
+    return {k: remap(walk(v)) if k == "encoder" else walk(v) for k, v in tree.items()}
+
+  return walk(source_params)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses.
+# ----------------------------------------------------------------------------------------------
+def soft_cross_entropy_kl(student_logits, teacher_logits, temperature: float):
+  """Per-row KL(softmax(t / T) || softmax(s / T)) * T^2 (Hinton et al.'s gradient scale)."""
+  t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature, -1)
+  s = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, -1)
+  return jnp.sum(jnp.exp(t) * (t - s), -1) * temperature ** 2
+
+
+def _is_hidden_module(module, method_name: str) -> bool:
+  return method_name == "__call__" and isinstance(module, (layers.Embeddings, layers.TransformerLayer))
+
+
+def apply_with_intermediates(model, params, inputs: dict, *, deterministic: bool, rng=None, method=None):
+  """(outputs, embedding output, [layer outputs], [attention scores]) of one forward pass."""
+  out, state = model.apply({"params": params}, **inputs, deterministic=deterministic, method=method,
+                           rngs=None if deterministic else {"dropout": rng},
+                           capture_intermediates=_is_hidden_module, mutable=["intermediates"])
+  inter = state["intermediates"]
+  flat = jax.tree_util.tree_flatten_with_path(inter)[0]
+  emb, hidden, scores = None, {}, {}
+  for path, value in flat:
+    keys = [str(getattr(p, "key", p)) for p in path]
+    layer = next((int(m.group(1)) for k in keys if (m := _LAYER.match(k))), None)
+    if "attention_scores" in keys:
+      scores[layer] = value
+    elif layer is not None and keys[-2] == "__call__":
+      hidden[layer] = value
+    elif "embeddings" in keys and keys[-2] == "__call__":
+      emb = value
+  return out, emb, [hidden[i] for i in sorted(hidden)], [scores[i] for i in sorted(scores)]
+
+
+def hidden_mse(student_h, teacher_h, kernel, mask):
+  """mean over real tokens and teacher width of (student_h @ kernel - teacher_h)^2."""
+  proj = jnp.einsum("bld,de->ble", student_h.astype(jnp.float32), kernel)
+  err = jnp.mean(jnp.square(proj - teacher_h.astype(jnp.float32)), -1)
+  w = mask.astype(jnp.float32)
+  return jnp.sum(err * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def attention_mse(student_s, teacher_s, mask):
+  """MSE of [B, N, L, L] attention scores over real (query, key) pairs (TinyBERT)."""
+  m = mask.astype(jnp.float32)
+  w = m[:, None, :, None] * m[:, None, None, :]
+  err = jnp.square(student_s.astype(jnp.float32) - teacher_s.astype(jnp.float32)) * w
+  return jnp.sum(err) / jnp.maximum(jnp.sum(w) * student_s.shape[1], 1.0)
+
+
+class Distiller:
+  """The distillation terms shared by the task and MLM variants: teacher model + params,
+  the learned projections (params["distill"]) and the layer pairing."""
+
+  def __init__(self, config, student_model, teacher_model, teacher_cfg):
+    self.config = config
+    d = config.distill
+    self.alpha, self.temperature = float(d.alpha), float(d.temperature)
+    self.hidden_weight, self.attention_weight = float(d.hidden_weight), float(d.attention_weight)
+    self.layerwise = self.hidden_weight > 0 or self.attention_weight > 0
+    self.student_model, self.teacher_model = student_model, teacher_model
+    self.student_cfg, self.teacher_cfg = models.validate(config.model), teacher_cfg
+    self.k = teacher_cfg.num_hidden_layers // max(1, self.student_cfg.num_hidden_layers)
+
+  def projection_params(self, rng):
+    """{"hidden_proj": [student width, teacher width]} per paired hidden state (embeddings, layers)."""
+    if self.hidden_weight <= 0:
+      return None
+    sw, tw = self.student_cfg.hidden_size, self.teacher_cfg.hidden_size
+    se = self.student_cfg.embedding_size or sw
+    te = self.teacher_cfg.embedding_size or tw
+    init = nn.initializers.normal(self.student_cfg.initializer_range)
+    r_emb, r_h = jax.random.split(rng)
+    return {"embedding_proj": init(r_emb, (se, te), jnp.float32), "hidden_proj": init(r_h, (sw, tw), jnp.float32)}
+
+  def projection_specs(self):
+    if self.hidden_weight <= 0:
+      return None
+    P = jax.sharding.PartitionSpec
+    return {"embedding_proj": P(None, None), "hidden_proj": P(None, None)}
+
+  def layerwise_loss(self, proj, s_emb, s_hidden, s_scores, t_emb, t_hidden, t_scores, mask):
+    """(hidden term, attention term): student layer m <-> teacher layer m * k (1-based)."""
+    pairs = [(i, (i + 1) * self.k - 1) for i in range(len(s_hidden))]
+    h = a = jnp.zeros((), jnp.float32)
+    if self.hidden_weight > 0:
+      h = hidden_mse(s_emb, t_emb, proj["embedding_proj"], mask)
+      for i, j in pairs:
+        h = h + hidden_mse(s_hidden[i], jax.lax.stop_gradient(t_hidden[j]), proj["hidden_proj"], mask)
+      h = h / (len(pairs) + 1)
+    if self.attention_weight > 0:
+      for i, j in pairs:
+        a = a + attention_mse(s_scores[i], jax.lax.stop_gradient(t_scores[j]), mask)
+      a = a / len(pairs)
+    return h, a
+
+
+def _pair(total, weight):
+  return objectives._pair(total, weight)  # pylint: disable=protected-access
+
+
+# ----------------------------------------------------------------------------------------------
+# Task distillation.
+# ----------------------------------------------------------------------------------------------
+def classification_task(config):
+  """The Classification task, with a teacher when config.distill asks for one."""
+  from bert_jax import finetune  # pylint: disable=g-import-not-at-top
+  if getattr(finetune, "task_class", lambda c: finetune.Classification)(config) is not finetune.Classification:
+    raise ValueError(f"config.distill is set but config.finetune.task={config.finetune.task!r} is not a sequence "
+                     "classification task: distillation covers classification and regression (GLUE, tsv).")
+
+  class TaskDistillation(finetune.Classification):
+    """Classification whose loss adds the teacher's soft targets (see the module docstring)."""
+
+    def __init__(self, config):
+      super().__init__(config)
+      validate(config)
+      self.teacher_path = config.distill.teacher
+      self.distiller = None
+      if config.distill.teacher:
+        t_cfg, _, info = load_teacher(self.teacher_path, "classify")
+        check_teacher(config, t_cfg, info, self.num_labels)
+        self.distiller = Distiller(config, self.model, models.ForSequenceClassification(t_cfg, self.num_labels),
+                                   t_cfg)
+      self.use_teacher = enabled(config)
+
+    # --- params: the student's, plus the learned projections of the hidden term --------------
+    def init_params(self, rng):
+      r_model, r_proj = jax.random.split(rng)
+      params = super().init_params(r_model)
+      proj = self.distiller.projection_params(r_proj) if self.use_teacher else None
+      return params if proj is None else {**params, "distill": proj}
+
+    def logical_specs(self):
+      specs = super().logical_specs()
+      proj = self.distiller.projection_specs() if self.use_teacher else None
+      return specs if proj is None else {**specs, "distill": proj}
+
+    def frozen_params(self):
+      return load_teacher(self.teacher_path, "classify")[1] if self.use_teacher else None
+
+    def frozen_logical_specs(self):
+      m = self.distiller.teacher_model
+      return models.logical_specs(m, self.dummy_batch()) if self.use_teacher else None
+
+    def logits(self, params, batch, rng=None, deterministic=True):
+      return super().logits({k: v for k, v in params.items() if k != "distill"}, batch, rng, deterministic)
+
+    def loss(self, params, batch, rng, deterministic=False, frozen=None):
+      if not self.use_teacher or frozen is None:
+        return super().loss(params, batch, rng, deterministic)
+      dist = self.distiller
+      student = {k: v for k, v in params.items() if k != "distill"}
+      inputs = models.model_inputs(self.model, batch)
+      t_inputs = models.model_inputs(dist.teacher_model, batch)
+      if dist.layerwise:
+        logits, s_emb, s_h, s_a = apply_with_intermediates(self.model, student, inputs,
+                                                           deterministic=deterministic, rng=rng)
+        t_logits, t_emb, t_h, t_a = apply_with_intermediates(dist.teacher_model, frozen, t_inputs,
+                                                             deterministic=True)
+      else:
+        logits = self.logits(student, batch, rng, deterministic)
+        t_logits = dist.teacher_model.apply({"params": frozen}, **t_inputs, deterministic=True)
+      t_logits = jax.lax.stop_gradient(t_logits.astype(jnp.float32))
+      logits = logits.astype(jnp.float32)
+      w = batch["weight"]
+      norm = jnp.maximum(jnp.sum(w), 1e-6)
+      if self.regression:
+        hard = jnp.square(logits[:, 0] - batch["label"])
+        soft = jnp.square(logits[:, 0] - t_logits[:, 0])
+        metrics = {}
+      else:
+        logp = jax.nn.log_softmax(logits, -1)
+        hard = -jnp.take_along_axis(logp, batch["label"][:, None], -1)[:, 0]
+        soft = soft_cross_entropy_kl(logits, t_logits, dist.temperature)
+        pred = jnp.argmax(logits, -1)
+        metrics = {"accuracy": _pair(w * (pred == batch["label"]), w),
+                   "teacher_accuracy": _pair(w * (jnp.argmax(t_logits, -1) == batch["label"]), w),
+                   "teacher_agreement": _pair(w * (pred == jnp.argmax(t_logits, -1)), w)}
+      hard_loss, soft_loss = jnp.sum(w * hard) / norm, jnp.sum(w * soft) / norm
+      loss = dist.alpha * soft_loss + (1 - dist.alpha) * hard_loss
+      metrics.update(hard_loss=_pair(w * hard, w), soft_loss=_pair(w * soft, w))
+      if dist.layerwise:
+        h, a = dist.layerwise_loss(params.get("distill"), s_emb, s_h, s_a, t_emb, t_h, t_a, batch["input_mask"])
+        loss = loss + dist.hidden_weight * h + dist.attention_weight * a
+        metrics.update(hidden_mse=_pair(h, 1.0), attention_mse=_pair(a, 1.0))
+      metrics["loss"] = _pair(loss * norm, norm)
+      return loss, metrics
+
+    def eval_step(self, params, batch, rng, frozen=None):
+      """The student's task metrics; the teacher's accuracy and agreement only with
+      config.distill.eval_teacher (a teacher forward over every eval batch)."""
+      return super().eval_step(params, batch, rng, frozen if self.config.distill.eval_teacher else None)
+
+    def train_line(self, values):
+      line = super().train_line(values)
+      if "soft_loss" in values:
+        line += f" | soft {values['soft_loss']:.4f} hard {values['hard_loss']:.4f}"
+      return line
+
+    def eval_line(self, values):
+      line = super().eval_line(values)
+      if "teacher_accuracy" in values:
+        line += f" | teacher accuracy {values['teacher_accuracy']:.4f} agreement {values['teacher_agreement']:.4f}"
+      return line
+
+    def trainable(self, params):
+      mask = super().trainable({k: v for k, v in params.items() if k != "distill"})
+      if mask is None or "distill" not in params:
+        return mask
+      return {**mask, "distill": jax.tree.map(lambda _: True, params["distill"])}
+
+    def warm_start(self, params):
+      from bert_jax import warm_start  # pylint: disable=g-import-not-at-top
+      n = self.config.model.num_hidden_layers
+      if self.config.distill.student_init == "teacher":
+        source, new = f"config.distill.teacher={self.teacher_path!r}", load_teacher(self.teacher_path, "classify")[1]
+      else:
+        start = self.start_params()
+        if start is None:
+          return params
+        source, new = start
+      return warm_start.overwrite(params, every_kth_layer(new, n), source,
+                                  "the student does not fit the widths of its source.")[0]
+
+  return TaskDistillation(config)
+
+
+# ----------------------------------------------------------------------------------------------
+# MLM distillation.
+# ----------------------------------------------------------------------------------------------
+def pretraining_task(config):
+  """The MLM(+NSP/SOP) task, with a teacher when config.distill asks for one."""
+
+  class MLMDistillation(objectives.Pretraining):
+    """MLM whose loss adds the teacher's soft targets over the masked positions."""
+
+    def __init__(self, config):
+      shape_student(config)
+      super().__init__(config)
+      self.teacher_path = config.distill.teacher
+      t_cfg, _, info = load_teacher(self.teacher_path, "mlm")
+      check_teacher(config, t_cfg, info, None)
+      self.distiller = Distiller(config, self.model, models.build(t_cfg), t_cfg)
+      self.use_teacher = enabled(config)
+      self.sentence = config.objective.sentence_loss
+
+    def init_params(self, rng):
+      r_model, r_proj = jax.random.split(rng)
+      params = super().init_params(r_model)
+      proj = self.distiller.projection_params(r_proj) if self.use_teacher else None
+      return params if proj is None else {**params, "distill": proj}
+
+    def logical_specs(self):
+      specs = super().logical_specs()
+      proj = self.distiller.projection_specs() if self.use_teacher else None
+      return specs if proj is None else {**specs, "distill": proj}
+
+    def frozen_params(self):
+      return load_teacher(self.teacher_path, "mlm")[1] if self.use_teacher else None
+
+    def frozen_logical_specs(self):
+      return models.logical_specs(self.distiller.teacher_model, self.dummy_batch()) if self.use_teacher else None
+
+    def _distill_loss(self, params, batch, rng, deterministic=False, frozen=None):
+      dist = self.distiller
+      student = {k: v for k, v in params.items() if k != "distill"}
+      inputs = models.model_inputs(self.model, batch)
+      if dist.layerwise:
+        out, s_emb, s_h, s_a = apply_with_intermediates(self.model, student, inputs, deterministic=deterministic,
+                                                        rng=rng)
+        t_out, t_emb, t_h, t_a = apply_with_intermediates(dist.teacher_model, frozen, inputs, deterministic=True)
+      else:
+        out = self.model.apply({"params": student}, **inputs, deterministic=deterministic,
+                               rngs=None if deterministic else {"dropout": rng})
+        t_out = dist.teacher_model.apply({"params": frozen}, **inputs, deterministic=True)
+      hard, metrics = objectives.mlm_loss(out["mlm_logits"], batch["masked_lm_ids"], batch["masked_lm_weights"])
+      if self.sentence != "none":
+        s_loss, s_metrics = objectives.sentence_loss(out["sentence_logits"], batch["next_sentence_labels"],
+                                                     self.sentence)
+        hard = hard + s_loss
+        metrics.update(s_metrics)
+      w = batch["masked_lm_weights"].astype(jnp.float32)
+      t_logits = jax.lax.stop_gradient(t_out["mlm_logits"])
+      soft = soft_cross_entropy_kl(out["mlm_logits"], t_logits, dist.temperature)
+      soft_loss = jnp.sum(w * soft) / (jnp.sum(w) + 1e-5)
+      loss = dist.alpha * soft_loss + (1 - dist.alpha) * hard
+      metrics["soft_loss"] = _pair(w * soft, w)
+      metrics["teacher_mlm_accuracy"] = _pair(w * (jnp.argmax(t_logits, -1) == batch["masked_lm_ids"]), w)
+      if dist.layerwise:
+        h, a = dist.layerwise_loss(params.get("distill"), s_emb, s_h, s_a, t_emb, t_h, t_a, batch["input_mask"])
+        loss = loss + dist.hidden_weight * h + dist.attention_weight * a
+        metrics.update(hidden_mse=_pair(h, 1.0), attention_mse=_pair(a, 1.0))
+      metrics["loss"] = _pair(loss, 1.0)
+      return loss, metrics
+
+    def loss(self, params, batch, rng, deterministic: bool = False, frozen=None):
+      if not self.use_teacher or frozen is None:
+        return super().loss({k: v for k, v in params.items() if k != "distill"}, batch, rng, deterministic)
+      return self._distill_loss(params, batch, rng, deterministic, frozen)
+
+    def eval_step(self, params, batch, rng, frozen=None):
+      metrics, out = super().eval_step({k: v for k, v in params.items() if k != "distill"}, batch, rng)
+      if self.use_teacher and frozen is not None:
+        d_metrics = self._distill_loss(params, batch, rng, True, frozen)[1]
+        metrics.update({k: d_metrics[k] for k in ("soft_loss", "teacher_mlm_accuracy")})
+      return metrics, out
+
+    def train_line(self, values):
+      line = super().train_line(values)
+      return line + (f" | soft {values['soft_loss']:.4f}" if "soft_loss" in values else "")
+
+    def eval_line(self, values):
+      line = super().eval_line(values)
+      if "teacher_mlm_accuracy" in values:
+        line += f" | teacher mlm accuracy {values['teacher_mlm_accuracy']:.4f}"
+      return line
+
+    def trainable(self, params):
+      if "distill" not in params:
+        return None
+      return {k: jax.tree.map(lambda _: True, v) for k, v in params.items()}
+
+    def warm_start(self, params):
+      if self.config.distill.student_init != "teacher":
+        return super().warm_start(params)
+      from bert_jax import warm_start  # pylint: disable=g-import-not-at-top
+      source = every_kth_layer(load_teacher(self.teacher_path, "mlm")[1], self.config.model.num_hidden_layers)
+      return warm_start.overwrite(params, source, f"config.distill.teacher={self.teacher_path!r}",
+                                  "the student does not fit the teacher's widths.")[0]
+
+  return MLMDistillation(config)
