@@ -10,6 +10,10 @@ from bert_jax import models
 from bert_jax.configs import common
 
 
+def _apply(m, params, b, **kw):
+  return m.apply({"params": params}, **models.model_inputs(m, b), **kw)
+
+
 def _model(**overrides):
   c = common.model_config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                           vocab_size=64, max_position_embeddings=16, **overrides)
@@ -33,13 +37,13 @@ def test_xla_attention_matches_explicit_with_padding_and_packing():
   for impl in ("explicit", "xla"):
     _, m = _model(attention_impl=impl)
     params = models.init_params(m, jax.random.PRNGKey(0), b)
-    out[impl] = m.apply({"params": params}, **models.model_inputs(m, b))
+    out[impl] = _apply(m, params, b)
   for k in ("sequence_output", "mlm_logits"):
     np.testing.assert_allclose(out["xla"][k], out["explicit"][k], atol=1e-5, rtol=1e-5)
   # Packing: segment 1 of row 1 does not see segment 2 (changing it leaves segment 1 unchanged).
   b2 = dict(b, input_ids=b["input_ids"].copy())
   b2["input_ids"][1, 8:] = 7
-  again = m.apply({"params": params}, **models.model_inputs(m, b2))
+  again = _apply(m, params, b2)
   np.testing.assert_allclose(again["sequence_output"][1, :7], out["xla"]["sequence_output"][1, :7], atol=1e-5)
 
 
@@ -50,8 +54,7 @@ def test_attention_dropout_in_training_takes_the_explicit_path():
   for impl in ("explicit", "xla"):
     _, m = _model(attention_impl=impl, attention_probs_dropout_prob=0.3)
     params = models.init_params(m, jax.random.PRNGKey(0), b)
-    outs.append(m.apply({"params": params}, **models.model_inputs(m, b), deterministic=False,
-                        rngs={"dropout": jax.random.PRNGKey(1)})["sequence_output"])
+    outs.append(_apply(m, params, b, deterministic=False, rngs={"dropout": jax.random.PRNGKey(1)})["sequence_output"])
   np.testing.assert_array_equal(outs[0], outs[1])
 
 

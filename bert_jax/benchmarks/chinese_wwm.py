@@ -81,6 +81,13 @@ def main(argv=None) -> dict:
   corpus = corpus_file(args.data_dir, args.workdir)
   pre_dir = os.path.join(args.workdir, "pretrain")
   pre = train.train_and_evaluate(pretrain_config(args, corpus), pre_dir)
+  pre_eval = os.path.join(args.workdir, "pretrain_eval.json")
+  if pre["eval"]:
+    with open(pre_eval, "w") as f:
+      json.dump(pre["eval"], f)
+  else:  # the pretraining had finished before (a re-run): its last eval
+    with open(pre_eval) as f:
+      pre["eval"] = json.load(f)
   rows = {}
   for name, random_init in (("pretrained", False), ("random_init", True)):
     res = finetune.run(finetune_config(args, pre_dir, random_init), os.path.join(args.workdir, name))
