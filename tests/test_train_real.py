@@ -75,7 +75,7 @@ def test_electra_discriminator_beats_all_real_baseline(tmp_path, tokenizer_dir):
   assert ev["disc_auc"] > 0.75, ev
 
 
-@pytest.mark.slow
+@pytest.mark.proof  # about 15 minutes: too long for CI's budget (README has its result)
 def test_electra_recipe_discriminator_beats_all_real_baseline(tmp_path, tokenizer_dir):
   """The whole recipe (replacements sampled from the jointly trained generator) at the tiny size
   with ELECTRA-large's 25% masking: past its plateau the discriminator's eval accuracy beats the

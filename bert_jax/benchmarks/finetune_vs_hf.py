@@ -128,7 +128,7 @@ def main(argv=None) -> None:
   p.add_argument("--batch_size", type=int, default=32)
   p.add_argument("--lr", type=float, default=1e-4,
                  help="full fine-tuning lr (0: the recipe's 2e-5, which moves a 6 x 384 model little in 100s of steps)")
-  p.add_argument("--lora_lr", type=float, default=1e-3, help="LoRA lr (0: the recipe's 5e-4)")
+  p.add_argument("--lora_lr", type=float, default=2e-3, help="LoRA lr (0: the recipe's 5e-4)")
   p.add_argument("--lora_targets", default="query,value", help="config.model.lora_targets")
   p.add_argument("--adapters_lr", type=float, default=0.0, help="adapters lr (0: the recipe's 1e-3)")
   p.add_argument("--methods", default="full,lora,adapters", help="ours: any of full, lora, adapters")
