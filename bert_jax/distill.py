@@ -360,6 +360,30 @@ def _pair(total, weight):
 # ----------------------------------------------------------------------------------------------
 # Task distillation.
 # ----------------------------------------------------------------------------------------------
+class _TeacherState:
+  """What both distillation tasks add to their base task: the student's params plus the learned
+  projections of the hidden term ("distill"), and the frozen teacher (`teacher_task` kind)."""
+
+  teacher_task: str
+
+  def init_params(self, rng):
+    r_model, r_proj = jax.random.split(rng)
+    params = super().init_params(r_model)
+    proj = self.distiller.projection_params(r_proj) if self.use_teacher else None
+    return params if proj is None else {**params, "distill": proj}
+
+  def logical_specs(self):
+    specs = super().logical_specs()
+    proj = self.distiller.projection_specs() if self.use_teacher else None
+    return specs if proj is None else {**specs, "distill": proj}
+
+  def frozen_params(self):
+    return load_teacher(self.teacher_path, self.teacher_task)[1] if self.use_teacher else None
+
+  def frozen_logical_specs(self):
+    return models.logical_specs(self.distiller.teacher_model, self.dummy_batch()) if self.use_teacher else None
+
+
 def classification_task(config):
   """The Classification task, with a teacher when config.distill asks for one."""
   from bert_jax import finetune  # pylint: disable=g-import-not-at-top
@@ -367,8 +391,10 @@ def classification_task(config):
     raise ValueError(f"config.distill is set but config.finetune.task={config.finetune.task!r} is not a sequence "
                      "classification task: distillation covers classification and regression (GLUE, tsv).")
 
-  class TaskDistillation(finetune.Classification):
+  class TaskDistillation(_TeacherState, finetune.Classification):
     """Classification whose loss adds the teacher's soft targets (see the module docstring)."""
+
+    teacher_task = "classify"
 
     def __init__(self, config):
       super().__init__(config)
@@ -381,25 +407,6 @@ def classification_task(config):
         self.distiller = Distiller(config, self.model, models.ForSequenceClassification(t_cfg, self.num_labels),
                                    t_cfg)
       self.use_teacher = enabled(config)
-
-    # --- params: the student's, plus the learned projections of the hidden term --------------
-    def init_params(self, rng):
-      r_model, r_proj = jax.random.split(rng)
-      params = super().init_params(r_model)
-      proj = self.distiller.projection_params(r_proj) if self.use_teacher else None
-      return params if proj is None else {**params, "distill": proj}
-
-    def logical_specs(self):
-      specs = super().logical_specs()
-      proj = self.distiller.projection_specs() if self.use_teacher else None
-      return specs if proj is None else {**specs, "distill": proj}
-
-    def frozen_params(self):
-      return load_teacher(self.teacher_path, "classify")[1] if self.use_teacher else None
-
-    def frozen_logical_specs(self):
-      m = self.distiller.teacher_model
-      return models.logical_specs(m, self.dummy_batch()) if self.use_teacher else None
 
     def logits(self, params, batch, rng=None, deterministic=True):
       return super().logits({k: v for k, v in params.items() if k != "distill"}, batch, rng, deterministic)
@@ -490,8 +497,10 @@ def classification_task(config):
 def pretraining_task(config):
   """The MLM(+NSP/SOP) task, with a teacher when config.distill asks for one."""
 
-  class MLMDistillation(objectives.Pretraining):
+  class MLMDistillation(_TeacherState, objectives.Pretraining):
     """MLM whose loss adds the teacher's soft targets over the masked positions."""
+
+    teacher_task = "mlm"
 
     def __init__(self, config):
       shape_student(config)
@@ -502,23 +511,6 @@ def pretraining_task(config):
       self.distiller = Distiller(config, self.model, models.build(t_cfg), t_cfg)
       self.use_teacher = enabled(config)
       self.sentence = config.objective.sentence_loss
-
-    def init_params(self, rng):
-      r_model, r_proj = jax.random.split(rng)
-      params = super().init_params(r_model)
-      proj = self.distiller.projection_params(r_proj) if self.use_teacher else None
-      return params if proj is None else {**params, "distill": proj}
-
-    def logical_specs(self):
-      specs = super().logical_specs()
-      proj = self.distiller.projection_specs() if self.use_teacher else None
-      return specs if proj is None else {**specs, "distill": proj}
-
-    def frozen_params(self):
-      return load_teacher(self.teacher_path, "mlm")[1] if self.use_teacher else None
-
-    def frozen_logical_specs(self):
-      return models.logical_specs(self.distiller.teacher_model, self.dummy_batch()) if self.use_teacher else None
 
     def _distill_loss(self, params, batch, rng, deterministic=False, frozen=None):
       dist = self.distiller
