@@ -60,6 +60,8 @@ PLAN_VERSION = 1
 # Pretraining eval metrics shown in results.md and plotted, when present (MLM, sentence, ELECTRA).
 PRETRAIN_METRICS = ("mlm_accuracy", "mlm_loss", "nsp_accuracy", "sop_accuracy", "gen_accuracy",
                     "disc_auc")
+# A model trained with one sentence loss is also scored on the other (eval variant "other").
+SENTENCE_SWAP = {"nsp": "sop", "sop": "nsp"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -536,14 +538,26 @@ def score_pretraining(pre_dir: str, fixed_eval: str) -> dict[str, Any]:
     fixed = copy.deepcopy(config)
     fixed.data.eval_masking, fixed.data.eval_mask_rate = strategy, float(rate)
     variants.append(("fixed", fixed))
+  def score(c, s, eval_step, task):
+    t = copy.copy(task)
+    t.config = c
+    train_it, eval_fn = t.inputs(pre_dir, 0)
+    if hasattr(train_it, "close"):
+      train_it.close()
+    return train.evaluate(eval_step, state["params"], eval_fn, s, t, train.frozen_args(s, t))
+
   with train.mesh_context(s["mesh"], s["rules"]):
     for name, c in variants:
-      t = copy.copy(task)
-      t.config = c
-      train_it, eval_fn = t.inputs(pre_dir, 0)
-      if hasattr(train_it, "close"):
-        train_it.close()
-      out[name] = train.evaluate(eval_step, state["params"], eval_fn, s, t, train.frozen_args(s, t))
+      out[name] = score(c, s, eval_step, task)
+  sentence = config.objective.get("sentence_loss", "none")
+  if sentence in SENTENCE_SWAP:
+    # The sentence task it was not trained on (ALBERT's table: an SOP model solves NSP, not the
+    # reverse): the same weights and sentence head on the other task's pairs, at the last variant's masking.
+    other = copy.deepcopy(variants[-1][1])
+    other.objective.sentence_loss = other.data.instances = SENTENCE_SWAP[sentence]
+    s2, (_, eval_step2, _) = train._setup_cached(other)  # pylint: disable=protected-access
+    with train.mesh_context(s2["mesh"], s2["rules"]):
+      out["other"] = score(other, s2, eval_step2, s2["task"])
   if jax.process_index() == 0:
     _write_text(_join(pre_dir, EVAL_FILE), json.dumps(out, indent=2))
   return out
@@ -569,7 +583,7 @@ def collect(plan, workdir: str) -> tuple[list[dict[str, Any]], list[str]]:
     pre_cols = {}
     if pre is not None:
       pre_cols["pretrain_step"] = pre["step"]
-      for kind in ("own", "fixed"):
+      for kind in ("own", "fixed", "other"):
         for k, v in sorted(pre.get(kind, {}).items()):
           pre_cols[f"pretrain_{kind}/{k}"] = v
     for t in plan["finetune"]:
@@ -623,6 +637,10 @@ def summary_columns(plan, rows) -> list[tuple[str, str, str]]:
     key = f"pretrain_{kind}/{m}"
     if any(key in r for r in rows):
       cols.append((f"pretrain {m}{where}", key, "min" if m.endswith("loss") else "max"))
+  for m in ("nsp_accuracy", "sop_accuracy"):  # the sentence task a cell was not trained on
+    key = f"pretrain_other/{m}"
+    if any(key in r for r in rows):
+      cols.append((f"{m} untrained task", key, "max"))
   return cols
 
 

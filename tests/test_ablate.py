@@ -125,7 +125,8 @@ def fake_results(plan, workdir, rng):
   for j, _ in enumerate(plan["pretrains"]):
     mlm[j] = float(rng.uniform(0.1, 0.5))
     out = {"step": 100, "own": {"mlm_accuracy": mlm[j] + 0.1, "mlm_loss": 3.0},
-           "fixed": {"mlm_accuracy": mlm[j], "mlm_loss": 4.0 - mlm[j]}}
+           "fixed": {"mlm_accuracy": mlm[j], "mlm_loss": 4.0 - mlm[j], "nsp_accuracy": 0.9},
+           "other": {"mlm_accuracy": mlm[j], "sop_accuracy": 0.5 + j / 100}}
     d = pathlib.Path(ablate.pretrain_dir(workdir, j))
     d.mkdir(parents=True)
     (d / ablate.EVAL_FILE).write_text(json.dumps(out))
@@ -166,9 +167,17 @@ def test_aggregate_csv_md_and_plots(tmp_path):
     assert cells[3].startswith("**") == (i == best_ft)
     assert cells[4].startswith("**") == (plan["cells"][i]["pretrain"] == best_mlm)
   assert "sst2 accuracy" in out["markdown"] and "pretrain mlm_accuracy @ token 0.15" in out["markdown"]
+  # The sentence task a cell was not trained on (here SOP for an NSP model): its own column.
+  header = [c.strip() for c in out["markdown"].split("\n| cell")[1].split("\n")[0].strip("|").split("|")]
+  assert header[-2:] == ["pretrain nsp_accuracy @ token 0.15", "sop_accuracy untrained task"]
+  assert [float(line.strip("|").split("|")[-1].strip(" *")) for line in table] == [
+      0.5 + plan["cells"][i]["pretrain"] / 100 for i in range(4)]
+  assert all(float(r["pretrain_other/sop_accuracy"]) == 0.5 + (int(r["pretraining"]) - 1) / 100 for r in rows)
   # Plots: each summary column against the numeric axis (data.masking is not numeric).
   names = sorted(os.path.basename(p) for p in out["plots"])
   assert names == ["pretrain_fixed_mlm_accuracy_vs_data.mask_rate.png", "pretrain_fixed_mlm_loss_vs_data.mask_rate.png",
+                   "pretrain_fixed_nsp_accuracy_vs_data.mask_rate.png",
+                   "pretrain_other_sop_accuracy_vs_data.mask_rate.png",
                    "sst2_validation_accuracy_vs_data.mask_rate.png"]  # data.masking is not numeric
   assert all((tmp_path / "plots" / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
   # A cell whose fine-tune is missing (run elsewhere, not collected yet) is reported, not guessed.
@@ -270,6 +279,8 @@ def test_sweep_killed_and_restarted_equals_uninterrupted(tmp_path, procs):
   assert len(rows) == 4 * 2 and {r["pretraining"] for r in rows} == {"1", "2"}
   # The fixed eval masks 15% of tokens in both pretrainings; the own eval follows each cell's rate.
   assert all(r["pretrain_fixed/mlm_loss"] and r["pretrain_own/mlm_loss"] for r in rows)
+  # An NSP model is also scored on SOP pairs (the sentence task it was not trained on).
+  assert all(0.0 <= float(r["pretrain_other/sop_accuracy"]) <= 1.0 and r["pretrain_fixed/nsp_accuracy"] for r in rows)
   assert sorted(os.listdir(wd / "plots"))
   same = {r["pretrain_own/mlm_loss"] == r["pretrain_fixed/mlm_loss"] for r in rows if r["data.mask_rate"] == "0.15"}
   assert same == {True}
