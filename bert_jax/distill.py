@@ -233,7 +233,8 @@ _LAYER = re.compile(r"^group_(\d+)_layer_(\d+)$")
 
 def every_kth_layer(source_params, num_student_layers: int):
   """`source_params` with encoder layer group_{i*k} renamed group_i for i < num_student_layers
-  (k = source layers // student layers) and the other layers dropped: DistilBERT's init."""
+  (k = source layers // student layers) and the other layers dropped: DistilBERT's init.
+  Scanned sources are unstacked first; warm_start.overwrite restacks for a scanned student."""
 
   def remap(encoder):
     groups = sorted({int(m.group(1)) for k in encoder if (m := _LAYER.match(k))})
@@ -253,7 +254,7 @@ def every_kth_layer(source_params, num_student_layers: int):
       return tree
     return {k: remap(walk(v)) if k == "encoder" else walk(v) for k, v in tree.items()}
 
-  return walk(source_params)
+  return walk(models.unstack_layers(source_params))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,7 +272,10 @@ def _is_hidden_module(module, method_name: str) -> bool:
 
 
 def apply_with_intermediates(model, params, inputs: dict, *, deterministic: bool, rng=None, method=None):
-  """(outputs, embedding output, [layer outputs], [attention scores]) of one forward pass."""
+  """(outputs, embedding output, [layer outputs], [attention scores]) of one forward pass.
+
+  Scanned layers (config.model.scan_layers) sow one stacked value under `layers`: layer i is
+  its row i."""
   out, state = model.apply({"params": params}, **inputs, deterministic=deterministic, method=method,
                            rngs=None if deterministic else {"dropout": rng},
                            capture_intermediates=_is_hidden_module, mutable=["intermediates"])
@@ -281,7 +285,12 @@ def apply_with_intermediates(model, params, inputs: dict, *, deterministic: bool
   for path, value in flat:
     keys = [str(getattr(p, "key", p)) for p in path]
     layer = next((int(m.group(1)) for k in keys if (m := _LAYER.match(k))), None)
-    if "attention_scores" in keys:
+    if layers.SCANNED in keys:
+      if "attention_scores" in keys:
+        scores.update(enumerate(value))
+      elif keys[-2] == "__call__":
+        hidden.update(enumerate(value))
+    elif "attention_scores" in keys:
       scores[layer] = value
     elif layer is not None and keys[-2] == "__call__":
       hidden[layer] = value

@@ -83,7 +83,8 @@ def _hf_start(path: str):
 
 
 _PEFT_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_size", "adapter_placement")
-_KEPT_KEYS = _PEFT_KEYS + ("dtype", "remat", "remat_policy", "attention_impl", "hidden_dropout_prob", "attention_probs_dropout_prob")  # this run's, not the start's
+_KEPT_KEYS = _PEFT_KEYS + ("dtype", "remat", "remat_policy", "scan_layers", "attention_impl", "hidden_dropout_prob",
+                           "attention_probs_dropout_prob")  # this run's, not the start's
 
 
 def resolve_model(config) -> None:
@@ -161,7 +162,8 @@ def _abstract_state_on_one_device(config):
 
 def restore_pretrained(workdir: str, which: str, backbone: bool = True):
   """Params of a pretraining workdir's checkpoint (latest | best | a step), as numpy: the
-  backbone ({"bert": ...}), or with backbone=False the whole pretraining model's (heads too)."""
+  backbone ({"bert": ...}), or with backbone=False the whole pretraining model's (heads too).
+  Always in the unrolled layout (a run with config.model.scan_layers is unstacked)."""
   from bert_jax import checkpointing  # pylint: disable=g-import-not-at-top
   pre = pretraining_config(workdir)
   task = objectives.get_task(pre)
@@ -186,7 +188,7 @@ def restore_pretrained(workdir: str, which: str, backbone: bool = True):
     raise ValueError(f"No readable checkpoint in {workdir}/checkpoints.")
   state, _, at = restored
   _print(f"Pretrained weights: step {at} of {workdir}")
-  params = jax.device_get(state["params"])
+  params = models.unstack_layers(jax.device_get(state["params"]))
   return models.backbone_params(params) if backbone else params
 
 

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 OPTIMIZERS = ("adamw", "bert_adamw", "lamb")
@@ -99,7 +100,8 @@ def layer_lr_scales(opt_config, params, num_layers: int):
   `_get_layer_lrs`: embeddings (and their projection) at depth 0, transformer layer i at
   i + 1 (a shared ALBERT group at its top layer's depth), everything else (pooler, task
   heads) at num_layers + 2. None when config.optimizer.layerwise_lr_decay is 1; frozen
-  (None) leaves stay None."""
+  (None) leaves stay None. A scanned layer stack (config.model.scan_layers: `layers`, leading
+  axis [L]) gets an [L, 1, ...] array, layer i at depth i + 1, the same factors per layer."""
   decay = float(opt_config.get("layerwise_lr_decay", 1.0))
   if decay == 1.0:
     return None
@@ -113,6 +115,8 @@ def layer_lr_scales(opt_config, params, num_layers: int):
     names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
     if any(n in ("embeddings", "embeddings_project") for n in names):
       return 0
+    if "layers" in names:  # scanned stack: one depth per layer (see `scale`)
+      return None
     for n in names:
       if n.startswith("group_") and "_layer_" in n:
         g = int(n.split("_")[1])
@@ -120,7 +124,14 @@ def layer_lr_scales(opt_config, params, num_layers: int):
         return max(i for i in range(n_layers) if i * n_groups // n_layers == g) + 1
     return n_layers + 2
 
-  return jax.tree_util.tree_map_with_path(lambda p, _: decay ** (n_layers + 2 - depth(p)), params)
+  def scale(path, leaf):
+    d = depth(path)
+    if d is not None:
+      return decay ** (n_layers + 2 - d)
+    factors = [decay ** (n_layers + 2 - (i + 1)) for i in range(leaf.shape[0])]
+    return np.asarray(factors, np.float32).reshape((-1,) + (1,) * (len(leaf.shape) - 1))
+
+  return jax.tree_util.tree_map_with_path(scale, params)
 
 
 def build(opt_config, num_steps: int, lr_scales=None) -> tuple[optax.GradientTransformation, optax.Schedule]:

@@ -6,7 +6,9 @@ one PartitionSpec, so e.g. activations ("batch", "length", "embed") under `fsdp`
 batch over (data, fsdp) and leave "embed" replicated, while a kernel ("embed", "mlp") shards
 "embed" over fsdp.
 No preset names "lora" (LoRA rank) or "adapter" (adapter bottleneck): those axes stay
-replicated, while the other axes of LoRA/adapter params follow their kernel's.
+replicated, while the other axes of LoRA/adapter params follow their kernel's. Nor "layers",
+the stacked-layer axis of scanned params (config.model.scan_layers): every device holds all
+layers of its shard, so scanning changes no kernel's sharding.
 """
 
 from __future__ import annotations

@@ -8,7 +8,13 @@ import numpy as np
 
 def overwrite(params, source_params, source: str, fix: str):
   """`params` (sharded arrays) with every leaf that `source_params` holds at the same path
-  replaced (shapes must match); the others keep their values. Returns (params, n_loaded)."""
+  replaced (shapes must match); the others keep their values. Returns (params, n_loaded).
+
+  The source's encoder layers are first brought to the layout of `params` (stacked for a model
+  with config.model.scan_layers, unrolled otherwise), so either kind of source fits either."""
+  from bert_jax import models  # pylint: disable=g-import-not-at-top
+
+  source_params = models.match_layers(source_params, params)
   flat_new = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(source_params)[0]}
   n_loaded = 0
 

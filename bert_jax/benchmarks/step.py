@@ -4,13 +4,15 @@ r"""Train-step throughput and MFU of a config: the step the loop runs, on synthe
   python -m bert_jax.benchmarks.step --config=configs/bert.py:mini --config.train.batch_size=32 --peers
   python -m bert_jax.benchmarks.step --config=configs/electra.py:base --config.model.dtype=bfloat16 \
       --config.data.max_seq_length=512 --config.model.attention_impl=cudnn
+  python -m bert_jax.benchmarks.step --config=configs/bert.py:large --config.model.scan_layers=True
 
 The step is bert_jax.train's own (train.setup + train.compile_steps: the same jit, shardings,
 optimizer and objective as a real run), fed one fixed synthetic batch (bert_jax.data.synthetic for
 pretraining; a zero batch for fine-tuning tasks), so the figure is the device step without input.
 
-Printed: compile time, step time (mean over --steps after --warmup), tokens/s, model FLOPs per
-step (bert_jax.flops: matmuls only, train = 3x forward), achieved TFLOP/s and MFU against the
+Printed: compile time (setup, init and the first step), step time (mean over --steps after
+--warmup), tokens/s, model FLOPs per step (bert_jax.flops: matmuls only, train = 3x forward),
+achieved TFLOP/s and MFU against the
 chip's peak (bert_jax.flops.PEAK_TFLOPS_BF16), or on a CPU against the fp32 GEMM rate measured here
 (all of this host's cores are one "chip", also with XLA's fake CPU devices).
 
@@ -187,7 +189,8 @@ def lines(result: dict[str, Any], config) -> list[str]:
   m = config.model
   out = [f"{m.family} {m.num_hidden_layers}x{m.hidden_size} {m.dtype}, batch {config.train.batch_size} x "
          f"{config.data.max_seq_length}, attention {m.get('attention_impl', 'explicit')}, remat "
-         f"{m.get('remat', False)}, {result['devices']} {result['platform']} device(s)",
+         f"{m.get('remat_policy', '') or m.get('remat', False)}, scan_layers {m.get('scan_layers', False)}, "
+         f"{result['devices']} {result['platform']} device(s)",
          f"  compile {result['compile_seconds']:.1f} s | step {result['step_seconds'] * 1e3:.1f} ms | "
          f"{result['tokens_per_second']:,.0f} tokens/s",
          f"  model FLOPs/step {result['model_flops_per_step'] / 1e12:.3f} TFLOP (matmuls, 3x forward) | "

@@ -91,6 +91,10 @@ def model_config(**overrides) -> ml_collections.ConfigDict:
   # Remat policy (overrides `remat` when set): none | full | dots_saveable (keep matmul outputs,
   # recompute the rest) | dots_with_no_batch_dims_saveable; empty: full if remat else none.
   c.remat_policy = ""
+  # Run the layers through one flax.linen.scan (compile time of deep models): params stacked
+  # [num_hidden_layers, ...] under encoder/layers, logical axis "layers" (replicated). ALBERT
+  # groups keep their tree; inner_group_num > 1 is refused. See README "scan_layers".
+  c.scan_layers = False
   # Attention kernel: xla | cudnn (fused, NVIDIA GPU, bfloat16) via jax.nn.dot_product_attention,
   # or explicit (einsum + softmax). Training with attention dropout > 0 uses explicit.
   c.attention_impl = "xla"

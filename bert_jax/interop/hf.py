@@ -19,6 +19,10 @@ Parameters the checkpoint lacks (e.g. the MLM/NSP heads of a BertModel, the gene
 lone discriminator) are freshly initialised by `import_hf` and listed in its info; the
 loader for warm starts (`load_hf_checkpoint`) returns only what the checkpoint holds.
 All conversions are transposes/reshapes, so import -> export is bit-exact for float32.
+
+Files hold the unrolled layer layout (group_{g}_layer_{j}): exports unstack the params of a
+model with config.model.scan_layers (models.unstack_layers) and write its config without it;
+imports give the unrolled tree, which warm starts (warm_start.overwrite) restack as needed.
 """
 
 from __future__ import annotations
@@ -436,10 +440,17 @@ def _fresh(name: str, shape, cfg: ModelConfig, rng: np.random.Generator) -> np.n
   return (z * cfg.initializer_range / 0.87962566103423978).astype(np.float32)
 
 
+def _unrolled(model_config: Any, params: Params) -> tuple[ModelConfig, Params]:
+  """(validated config without scan_layers, params in the unrolled layer layout)."""
+  from bert_jax.models import layers  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.validate(model_config)
+  return dataclasses.replace(cfg, scan_layers=False), layers.unstack_layers(params)
+
+
 def export_hf(cfg: Any, params: Params, hf_dir: str) -> list[str]:
   """Writes config.json + model.safetensors (ELECTRA: also <hf_dir>/generator); returns dirs."""
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  cfg = config_lib.validate(cfg)
+  cfg, params = _unrolled(cfg, params)
   parts = [(hf_dir, cfg.family)]
   if cfg.family == "electra":
     parts.append((os.path.join(hf_dir, "generator"), "generator"))
@@ -534,7 +545,7 @@ def export_classifier(model_config: Any, params: Params, num_labels: int, hf_dir
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   from bert_jax.models import peft  # pylint: disable=g-import-not-at-top
 
-  cfg = config_lib.validate(model_config)
+  cfg, params = _unrolled(model_config, params)
   if cfg.lora_rank or peft.has_lora(params):
     cfg, params = peft.merge_lora(cfg, params)
   if cfg.adapter_size:
@@ -659,7 +670,7 @@ def export_head(model_config: Any, params: Params, hf_dir: str, kind: str,
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   from bert_jax.models import peft  # pylint: disable=g-import-not-at-top
   suffix = _check_kind(kind)
-  cfg = config_lib.validate(model_config)
+  cfg, params = _unrolled(model_config, params)
   if cfg.lora_rank or peft.has_lora(params):
     cfg, params = peft.merge_lora(cfg, params)
   if cfg.adapter_size:
@@ -710,7 +721,7 @@ def _flatten(tree: Params, prefix: str = "") -> dict[str, Any]:
 
 def save_converted(out_dir: str, cfg: Any, params: Params, info: dict[str, Any] | None = None):
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  cfg = config_lib.validate(cfg)
+  cfg, params = _unrolled(cfg, params)
   os.makedirs(out_dir, exist_ok=True)
   flat = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in _flatten(params).items()}
   save_file(flat, os.path.join(out_dir, CONVERTED_PARAMS))

@@ -8,11 +8,14 @@
   abstract_params(model, batch) -> ShapeDtypeStructs of the params; param_count(tree) -> int
   model_inputs(model, batch) -> the batch keys the model's __call__ takes
   backbone_params(params) -> {"bert": {...}} of any pretraining model, for the fine-tuning models
+  stack_layers(params) / unstack_layers(params) -> the scanned / unrolled tree of the encoder
+      layers (config.model.scan_layers); match_layers(params, like) -> params in like's layout
 
 Logical axis names: "embed" is the residual width H; "hidden" any other width-sized axis (the
 factorised embedding E of ALBERT/ELECTRA, pooler / MLM-transform / discriminator-head
 outputs); "heads", "kv" (head dim), "mlp", "vocab", "position", "type_vocab", "classes";
-activations use "batch", "length". HF checkpoints: bert_jax.interop.hf.
+activations use "batch", "length"; scanned layers (config.model.scan_layers) add "layers" in front
+of every stacked layer param. HF checkpoints: bert_jax.interop.hf.
 """
 
 from __future__ import annotations
@@ -33,11 +36,15 @@ from bert_jax.models.config import ModelConfig
 from bert_jax.models.config import generator_config
 from bert_jax.models.config import validate
 from bert_jax.models.electra import ElectraPretrainingModel
+from bert_jax.models.layers import match_layers
+from bert_jax.models.layers import stack_layers
+from bert_jax.models.layers import unstack_layers
 
 __all__ = [
     "BertModel", "ElectraPretrainingModel", "ForQuestionAnswering", "ForSequenceClassification", "ForTokenClassification",
     "ModelConfig", "PretrainingModel", "backbone_params", "build", "dummy_batch",
-    "generator_config", "init_params", "logical_specs", "param_count", "validate",
+    "generator_config", "init_params", "logical_specs", "match_layers", "param_count",
+    "stack_layers", "unstack_layers", "validate",
 ]
 
 def build(model_config: Any) -> nn.Module:

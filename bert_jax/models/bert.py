@@ -8,6 +8,8 @@ Parameter tree (names are stable; bert_jax/interop maps them to HF names):
   pre_classifier (ELECTRA only), classifier/dense               (ForSequenceClassification)
   qa_outputs (ForQuestionAnswering), classifier/dense (ForTokenClassification)
 LoRA / adapter leaves (config.model.lora_rank, adapter_size): see models/peft.py.
+With config.model.scan_layers, unshared layers are bert/encoder/layers/... stacked [L, ...]
+(models.stack_layers / unstack_layers; see layers.Encoder).
 """
 
 from __future__ import annotations

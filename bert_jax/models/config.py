@@ -55,6 +55,7 @@ class ModelConfig:
   remat: bool = False              # = remat_policy "full" (kept for old configs)
   remat_policy: str = ""           # "" : "full" if remat else "none"; see REMAT_POLICIES
   attention_impl: str = "xla"      # see ATTENTION_IMPLS
+  scan_layers: bool = False        # run the layers through nn.scan (see layers.Encoder)
   # Activation of the MLM transform; "" means hidden_act. HF's ELECTRA generator head
   # hard-codes exact gelu, which `generator_config` sets here.
   mlm_act: str = ""
@@ -167,6 +168,12 @@ def validate(cfg: Any) -> ModelConfig:
     bad("dtype", f"must be one of {DTYPES}.")
   if c.remat_policy and c.remat_policy not in REMAT_POLICIES:
     bad("remat_policy", f"must be one of {REMAT_POLICIES} (or empty: config.model.remat decides).")
+  if not isinstance(c.scan_layers, bool):
+    bad("scan_layers", "must be True or False.")
+  if c.scan_layers and c.inner_group_num != 1:
+    bad("scan_layers", f"an ALBERT group of inner_group_num={c.inner_group_num} layers cannot be "
+        "scanned (one scan step runs one layer); set config.model.scan_layers=False or "
+        "config.model.inner_group_num=1.")
   if c.attention_impl not in ATTENTION_IMPLS:
     bad("attention_impl", f"must be one of {ATTENTION_IMPLS}.")
   if c.attention_impl == "cudnn" and c.dtype != "bfloat16":

@@ -8,6 +8,7 @@ Parameter tree:
   embeddings/...                                   shared
   generator_encoder/{embeddings_project?, group_{g}_layer_0/...}, generator_mlm/...
   discriminator_encoder/{embeddings_project?, group_{g}_layer_0/...}, discriminator_head/...
+With config.model.scan_layers each tower's layers are one stacked `layers/...` subtree.
 """
 
 from __future__ import annotations

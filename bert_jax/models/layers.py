@@ -9,12 +9,21 @@ LoRA-targeted Dense adds `lora_a` (input dims + rank, axes: the kernel's input a
 and `lora_b` (rank + output dims, axes "lora" + the kernel's output axes); a layer with
 adapters adds `adapter_attention/{down,up}` and `adapter_ffn/{down,up}` (bottleneck axis
 "adapter"). The presets map neither "lora" nor "adapter", so those axes stay replicated.
+
+Scanned layers (config.model.scan_layers, off by default): the Encoder runs its layers through
+flax.linen.scan. Unshared layers (BERT, ELECTRA, ALBERT with a group per layer) hold ONE
+stacked parameter set `layers/...` with a leading [num_hidden_layers] axis, logical name
+"layers" (never mapped to a mesh axis: replicated). ALBERT's shared groups keep their unrolled
+tree (`group_{g}_layer_0`), scanned with the group's parameters broadcast. `stack_layers` /
+`unstack_layers` / `match_layers` convert between the two trees: outside a model (HF files,
+converted directories, warm-start sources) params are in the unrolled layout.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable
+import re
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -61,6 +70,8 @@ def bias_init(axes: tuple[str, ...]):
 
 LORA_AXIS = "lora"        # the LoRA rank axis
 ADAPTER_AXIS = "adapter"  # the adapter bottleneck axis
+SCAN_AXIS = "layers"      # the stacked-layer axis of scanned params (config.model.scan_layers)
+SCANNED = "layers"        # the Encoder child that holds the stacked layers
 
 
 def lora_a_init(axes: tuple[str, ...]):
@@ -292,8 +303,9 @@ class Encoder(nn.Module):
 
   Layer i of num_hidden_layers runs group i * G // num_hidden_layers (G groups), and a group
   runs its inner_group_num layers in order, as HF AlbertTransformer. BERT/ELECTRA are G =
-  num_hidden_layers, inner 1. Parameters: group_{g}/layer_{j}; shared groups are called
-  several times (one parameter set, no copies).
+  num_hidden_layers, inner 1. Parameters: group_{g}_layer_{j}; shared groups are called
+  several times (one parameter set, no copies). With config.model.scan_layers, see
+  `_scan_layers` (inner_group_num must be 1).
   """
   cfg: ModelConfig
 
@@ -310,13 +322,110 @@ class Encoder(nn.Module):
       policy = None if cfg.remat_mode == "full" else getattr(jax.checkpoint_policies, cfg.remat_mode)
       # static_argnums counts self: (self, x, mask, deterministic).
       layer_cls = nn.remat(TransformerLayer, prevent_cse=True, static_argnums=(3,), policy=policy)
-    groups = [[layer_cls(cfg, name=f"group_{g}_layer_{j}")
-               for j in range(cfg.inner_group_num)] for g in range(cfg.num_groups)]
-    for i in range(cfg.num_hidden_layers):
-      for layer in groups[i * cfg.num_groups // cfg.num_hidden_layers]:
-        x = layer(x, mask, deterministic)
+    if cfg.scan_layers:
+      x = _scan_layers(cfg, layer_cls, x, mask, deterministic)
+    else:
+      groups = [[layer_cls(cfg, name=f"group_{g}_layer_{j}")
+                 for j in range(cfg.inner_group_num)] for g in range(cfg.num_groups)]
+      for i in range(cfg.num_hidden_layers):
+        for layer in groups[i * cfg.num_groups // cfg.num_hidden_layers]:
+          x = layer(x, mask, deterministic)
     pooled = None
     if cfg.use_pooler:
       pooled = dense(cfg, cfg.hidden_size, ("embed", "hidden"), "pooler")(x[:, 0])
       pooled = jnp.tanh(pooled)
     return x, pooled
+
+
+def _scan_layers(cfg: ModelConfig, layer_cls, x: Array, mask: Array, deterministic: bool) -> Array:
+  """The layer stack as flax.linen.scan over (remat'ed) layers, as MaxText: one traced layer.
+
+  Unshared (G = num_hidden_layers): one module `layers` whose params are stacked on a leading
+  axis (logical name "layers"); params and dropout rngs are split per step. Shared ALBERT
+  groups (G < num_hidden_layers, runs of L / G consecutive layers): group g is scanned L / G
+  times with its parameters broadcast, so the tree stays group_{g}_layer_0. Sown
+  intermediates (distillation's hidden states and attention scores) are stacked per step.
+  """
+
+  def body(layer, carry, mask):
+    return layer(carry, mask, deterministic), None
+
+  if cfg.num_groups == cfg.num_hidden_layers:
+    scan = nn.scan(body, variable_axes={"params": 0, "intermediates": 0},
+                   split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast,),
+                   length=cfg.num_hidden_layers, metadata_params={nn.PARTITION_NAME: SCAN_AXIS})
+    return scan(layer_cls(cfg, name=SCANNED), x, mask)[0]
+  scan = nn.scan(body, variable_broadcast="params", variable_axes={"intermediates": 0},
+                 split_rngs={"params": False, "dropout": True}, in_axes=(nn.broadcast,),
+                 length=cfg.num_hidden_layers // cfg.num_groups)
+  for g in range(cfg.num_groups):
+    x = scan(layer_cls(cfg, name=f"group_{g}_layer_0"), x, mask)[0]
+  return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Unrolled <-> scanned parameter trees (config.model.scan_layers).
+# ---------------------------------------------------------------------------------------------
+_LAYER = re.compile(r"^group_(\d+)_layer_(\d+)$")
+
+
+def _layer_keys(tree: dict[str, Any]) -> list[str]:
+  return [k for k in tree if _LAYER.match(k)]
+
+
+def _stack(xs):
+  return np.stack(xs) if all(isinstance(x, np.ndarray) for x in xs) else jnp.stack(xs)
+
+
+def _stack_encoder(tree: dict[str, Any]) -> dict[str, Any]:
+  keys = _layer_keys(tree)
+  index = {int(_LAYER.match(k).group(1)): int(_LAYER.match(k).group(2)) for k in keys}
+  if sorted(index) != list(range(len(keys))) or any(index.values()):
+    raise ValueError(f"stack_layers: layers {sorted(keys)} are not group_0_layer_0 .. "
+                     f"group_{{L-1}}_layer_0 (config.model.scan_layers needs one layer per group "
+                     "and inner_group_num=1).")
+  layers = [tree[f"group_{i}_layer_0"] for i in range(len(keys))]
+  out = {k: v for k, v in tree.items() if k not in keys}
+  out[SCANNED] = jax.tree.map(lambda *xs: _stack(xs), *layers)
+  return out
+
+
+def _unstack_encoder(tree: dict[str, Any]) -> dict[str, Any]:
+  stacked = tree[SCANNED]
+  n = jax.tree.leaves(stacked)[0].shape[0]
+  out = {k: v for k, v in tree.items() if k != SCANNED}
+  for i in range(n):
+    out[f"group_{i}_layer_0"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+  return out
+
+
+def stack_layers(params: dict[str, Any]) -> dict[str, Any]:
+  """The scanned tree of unrolled params: in every encoder, group_{i}_layer_0 (i < L) become
+  one `layers` subtree with a leading [L] axis. For unshared layers only: a shared ALBERT
+  tree is already its scanned layout (use `match_layers` when unsure)."""
+  if not isinstance(params, dict):
+    return params
+  if _layer_keys(params):
+    return _stack_encoder(params)
+  return {k: stack_layers(v) for k, v in params.items()}
+
+
+def unstack_layers(params: dict[str, Any]) -> dict[str, Any]:
+  """The unrolled tree of scanned params (inverse of `stack_layers`; unrolled trees pass)."""
+  if not isinstance(params, dict):
+    return params
+  if SCANNED in params:
+    return _unstack_encoder(params)
+  return {k: unstack_layers(v) for k, v in params.items()}
+
+
+def match_layers(params: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
+  """`params` (possibly partial) in the layout of `like`, encoder by encoder: stacked where
+  `like` holds `layers`, unrolled where it holds group_{g}_layer_{j}. For warm starts."""
+  if not isinstance(params, dict) or not isinstance(like, dict):
+    return params
+  if SCANNED in like and _layer_keys(params):
+    return _stack_encoder(params)
+  if _layer_keys(like) and SCANNED in params:
+    return _unstack_encoder(params)
+  return {k: match_layers(v, like[k]) if k in like else v for k, v in params.items()}

@@ -5,7 +5,8 @@ config.model.lora_rank / adapter_size. Leaves they add:
   .../<kernel's module>/lora_a   input dims + (rank,)     logical axes: kernel's inputs + "lora"
   .../<kernel's module>/lora_b   (rank,) + output dims    logical axes: "lora" + kernel's outputs
   .../group_{g}_layer_{j}/adapter_{attention,ffn}/{down,up}/{kernel,bias}
-Every encoder of a model gets them (ELECTRA pretraining: the generator too).
+Every encoder of a model gets them (ELECTRA pretraining: the generator too). With
+config.model.scan_layers they sit in the stacked `layers` subtree with a leading [L] axis.
 
   merge_lora(model_config, params) -> (config with lora_rank=0, params without lora_* leaves)
   is_peft_path(path) -> bool         a lora_* or adapter_* leaf
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax.models import config as config_lib
+from bert_jax.models import layers
 
 LORA_LEAVES = ("lora_a", "lora_b")
 
@@ -37,7 +39,8 @@ def merge_lora(model_config: Any, params: dict[str, Any]
   """Folds every LoRA update into its kernel: W += lora_alpha / lora_rank * A @ B.
 
   Returns the config with lora_rank=0 and a params tree without lora_a / lora_b leaves,
-  i.e. the plain model's tree (adapters, if any, stay). Works on any model's params.
+  i.e. the plain model's tree (adapters, if any, stay). Works on any model's params, in
+  either layer layout (scanned layers are merged layer by layer and restacked).
   """
   cfg = config_lib.validate(model_config)
   if has_lora(params) and not cfg.lora_rank:
@@ -59,7 +62,8 @@ def merge_lora(model_config: Any, params: dict[str, Any]
       out["kernel"] = kernel + scale * delta
     return out
 
-  return dataclasses.replace(cfg, lora_rank=0), merge(params)
+  merged = layers.match_layers(merge(layers.unstack_layers(params)), params)
+  return dataclasses.replace(cfg, lora_rank=0), merged
 
 
 def is_peft_path(path: tuple[str, ...]) -> bool:
