@@ -41,6 +41,7 @@ def _config(n):
   return c
 
 
+@pytest.mark.slow  # moved from the fast suite (10-minute budget)
 def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
   n = 2
   seen = []
@@ -114,6 +115,7 @@ def test_corrupt_latest_falls_back_to_previous(tmp_path, caplog):
   assert "step 4" in caplog.text and "unreadable" in caplog.text
 
 
+@pytest.mark.slow  # moved from the fast suite (10-minute budget)
 def test_restore_onto_smaller_meshes(tmp_path):
   """Saved from an 8-device fsdp_tp run; restored onto 4 and onto 1 device with the same values."""
   c = tiny_config("albert", steps=2)
@@ -147,6 +149,7 @@ def test_keep_last_k_plus_best(tmp_path):
   ck.close()
 
 
+@pytest.mark.slow  # moved from the fast suite (10-minute budget)
 def test_warm_start_from_hf_checkpoint(tmp_path):
   """config.init.hf_checkpoint: the imported HF tensors replace the random init, then training runs."""
   transformers = pytest.importorskip("transformers")

@@ -544,6 +544,7 @@ def test_layerwise_lr_decay_factors(tmp_path, sst2):
 # ---------------------------------------------------------------------------------------------
 # 8. Early stop.
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow  # moved from the fast suite (10-minute budget)
 def test_early_stop_when_the_metric_stops_improving(hf_dir, sst2, tmp_path):
   """lr ~ 0: dev accuracy never changes, so patience 2 stops at the third of 8 epochs (the
   best checkpoint scores the first epoch's accuracy); re-running the command does not train on."""

@@ -54,6 +54,7 @@ def _equal_weight_batch(config, index, rows):
   return b
 
 
+@pytest.mark.slow  # moved from the fast suite (10-minute budget)
 def test_grad_accumulation_matches_full_batch():
   results = []
   for accum in (1, 4):
@@ -216,6 +217,7 @@ def test_two_processes_match_one_process(tmp_path):
   assert "Resumed" not in outs[0] and (two / "work" / "checkpoints").exists()
 
 
+@pytest.mark.slow  # moved from the fast suite (10-minute budget)
 def test_electra_discriminator_learns_replaced_tokens():
   """On one fixed synthetic batch (arithmetic rows: a replacement breaks the pattern) the
   discriminator must beat the all-real baseline: labels, sampling and gradients line up."""
@@ -235,6 +237,7 @@ def test_electra_discriminator_learns_replaced_tokens():
   assert v["disc_recall"] > 0.5 and v["gen_accuracy"] > 0.3, v
 
 
+@pytest.mark.slow  # moved from the fast suite (10-minute budget)
 def test_frozen_state_reaches_the_loss_and_is_never_trained_nor_saved(tmp_path, monkeypatch):
   """The contract's room for a teacher: a task's frozen_params() arrive in loss() on the
   devices, get no optimizer state, and stay out of the checkpoint."""
