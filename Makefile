@@ -23,12 +23,13 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.txt
 train: $(VENV)/.runtime
 	$(PY) -m bert_jax.main --config=configs/bert.py:tiny,runlocal --workdir=$(WORKDIR)
 
-# The test suite (281 tests; 17.7 minutes measured with two other jobs on the 2 cores, about 10-11 expected alone).
+# The test suite (428 tests; about 10 minutes alone on 2 cores).
 test: $(VENV)/.test
 	$(PY) -m pytest -q tests -m "not slow and not proof" $(PYTEST_ARGS)
 
-# Long checks (about 37 minutes): every family x every sharding preset, two processes via
-# jax.distributed, 600-step pretraining runs of each family, a 4000-step ELECTRA run.
+# Long checks (59 tests, about 40 minutes estimated): every family x every sharding preset, two processes via
+# jax.distributed, 600-step pretraining runs of each family, fine-tuning, QA/tagging, distillation,
+# ablation kill/restart, notebooks.
 # CI runs them after `make test`.
 test-slow: $(VENV)/.test
 	$(PY) -m pytest -q tests -m "slow and not proof" $(PYTEST_ARGS)
