@@ -132,6 +132,135 @@ def test_full_sentences_chunks_match_the_greedy_rule(env):
     assert len(expected) > corpus.num_docs and got == expected
 
 
+def reference_pairs(o, first, keys, kind, L, short_seq_prob):
+  """The reference's per-document NSP / SOP loop (the package's code before the lockstep
+  walk), one document and one token at a time, drawing the same hashes as inst_lib: chunk c
+  of a document draws with step c, the t-th token trimmed from A (B) goes from the front
+  when bit t of its truncation stream is set. Returns ([K, 5] instances, skipped chunks)."""
+  max_tokens, n_docs = L - 3, len(first) - 1
+  out, skipped = [], 0
+  for i in range(n_docs):
+    key = keys[i:i + 1]
+    u = lambda step, stream: float(inst_lib.uniform(key, step, stream)[0])
+    randint = lambda step, stream, lo, hi: int(inst_lib.randint(key, step, stream, lo, hi)[0])
+    bit = lambda step, stream, t: int(inst_lib._bits(key, step, stream + t // 64)[0]) >> t % 64 & 1
+    target = max_tokens
+    if u(0, inst_lib._S_SHORT) < short_seq_prob:
+      target = randint(0, inst_lib._S_TARGET, 2, max_tokens + 1)
+    d, n_sent = o[first[i]:first[i + 1] + 1].tolist(), first[i + 1] - first[i]
+    start_sent, j, c = 0, 0, 0
+    while j < n_sent:
+      if j == n_sent - 1 or d[j + 1] - d[start_sent] >= target:
+        n_chunk = j + 1 - start_sent
+        a_end = start_sent + (randint(c, inst_lib._S_A_END, 1, n_chunk) if n_chunk >= 2 else 1)
+        a0, a1, b0, b1, label = d[start_sent], d[a_end], d[a_end], d[j + 1], 0
+        split = n_chunk == 1 and a1 - a0 >= 2
+        if split:
+          a1 = b0 = a0 + randint(c, inst_lib._S_CUT, 1, a1 - a0)
+        if kind == "nsp" and ((n_chunk == 1 and not split) or u(c, inst_lib._S_COIN) < 0.5):
+          label, b0, b1 = 1, 0, 0
+          if n_docs > 1:
+            for t in range(10):
+              r = randint(c, inst_lib._S_RANDOM_DOC + t, 0, n_docs)
+              if r != i:
+                break
+            ro = o[first[r]:first[r + 1] + 1].tolist()
+            start = randint(c, inst_lib._S_START, 0, len(ro) - 1)
+            k = start + 1
+            while k < len(ro) - 1 and ro[k] - ro[start] < target - (a1 - a0):
+              k += 1
+            b0, b1 = ro[start], ro[k]
+          if not split:
+            j = a_end - 1
+        elif kind == "sop" and u(c, inst_lib._S_COIN) < 0.5:
+          a0, a1, b0, b1, label = b0, b1, a0, a1, 1
+        ta = tb = 0
+        while a1 - a0 + b1 - b0 > max_tokens:  # truncate_seq_pair
+          if a1 - a0 > b1 - b0:
+            a0, a1 = (a0 + 1, a1) if bit(c, inst_lib._S_TRUNC_A, ta) else (a0, a1 - 1)
+            ta += 1
+          else:
+            b0, b1 = (b0 + 1, b1) if bit(c, inst_lib._S_TRUNC_B, tb) else (b0, b1 - 1)
+            tb += 1
+        if a1 > a0 and b1 > b0:
+          out.append((a0, a1, b0, b1, label))
+        else:
+          skipped += 1
+        start_sent = j + 1
+        c += 1
+      j += 1
+  return np.array(out, np.int64).reshape(-1, 5), skipped
+
+
+def reference_segments(o, first, keys, L):
+  """ELECTRA's ExampleBuilder per document (the package's code before the lockstep walk),
+  drawing the same hashes as inst_lib."""
+  out = []
+  for i in range(len(first) - 1):
+    key = keys[i:i + 1]
+    u = lambda step, stream: float(inst_lib.uniform(key, step, stream)[0])
+    d, n_sent = o[first[i]:first[i + 1] + 1].tolist(), first[i + 1] - first[i]
+
+    def make(s_from, s_to, c, target):
+      first_target = 100_000 if u(c, inst_lib._S_FIRST_TARGET) < 0.1 else (target - 3) // 2
+      cut = s_to
+      for k in range(s_from, s_to):
+        la = d[k] - d[s_from]
+        if not (la == 0 or la + d[k + 1] - d[k] < first_target or
+                (la < first_target and u(c, inst_lib._S_COIN) < 0.5)):
+          cut = k
+          break
+      a0, a1 = d[s_from], min(d[cut], d[s_from] + L - 2)
+      b0 = d[cut]
+      b1 = min(d[s_to], b0 + max(0, L - (a1 - a0) - 3))
+      out.append((a0, a1, b0, max(b1, b0), 0))
+
+    start_sent, target, c = 0, L, 0
+    for j in range(n_sent):
+      if d[j + 1] - d[start_sent] >= target:
+        make(start_sent, j + 1, c, target)
+        start_sent = j + 1
+        target = L
+        if u(c, inst_lib._S_TARGET) < 0.05:
+          target = int(inst_lib.randint(key, c, inst_lib._S_SHORT, 5, L + 1)[0])
+        c += 1
+    if start_sent < n_sent:
+      make(start_sent, n_sent, c, target)
+  return np.array(out, np.int64).reshape(-1, 5)
+
+
+def random_documents(n_docs, seed=0):
+  """Documents of 1-12 sentences of 1-150 tokens (long ones are cut into pieces)."""
+  rng = np.random.default_rng(seed)
+  return inst_lib.from_documents([[rng.integers(10, 99, rng.integers(1, 150)) for _ in
+                                   range(rng.integers(1, 13))] for _ in range(n_docs)],
+                                 doc_ids=rng.permutation(10 * n_docs)[:n_docs])
+
+
+@pytest.mark.parametrize("kind", ["nsp", "sop", "segments"])
+def test_lockstep_instances_equal_the_per_document_loop(env, kind):
+  """The vectorized walk gives the reference loop's instances, draw for draw: real text and
+  random documents (long sentences, short targets, heavy truncation), and one document."""
+  c, tok = env
+  real = pipeline.load_corpus(c, tok, "train", 0, 1).select(np.arange(400))
+  checked = 0
+  for corpus, length, short in ((real, 128, 0.1), (real, 64, 0.5), (random_documents(300), 32, 0.3),
+                                (random_documents(1, seed=3), 16, 0.0)):
+    o, first = inst_lib._split_offsets(corpus, length - 3, {})
+    keys = inst_lib.doc_keys(7, 2, corpus.doc_ids)
+    stats = {}
+    if kind == "segments":
+      got, want, skipped = (inst_lib._segment_instances(o, first, keys, length),
+                            reference_segments(o, first, keys, length), 0)
+    else:
+      got = inst_lib._pair_instances(o, first, keys, kind, length, short, stats)
+      want, skipped = reference_pairs(o, first, keys, kind, length, short)
+    np.testing.assert_array_equal(got, want)
+    assert stats.get("skipped_chunks", 0) == skipped
+    checked += len(want)
+  assert checked > 1000
+
+
 @pytest.mark.parametrize("kind", ["nsp", "full_sentences"])
 def test_dense_and_scattered_row_fill_agree(env, kind, monkeypatch):
   c, tok = env

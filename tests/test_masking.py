@@ -247,3 +247,24 @@ def test_bad_masking_config(env, overrides, key):
   c.update(overrides)
   with pytest.raises(ValueError, match=key):
     masking.spec_from_config(c, tok)
+
+
+def test_whole_word_buckets_equal_one_sort(env):
+  """Rows sorted in buckets by word count get the masks of one sort over all columns."""
+  # pylint: disable=protected-access
+  c, tok, _ = env
+  rows = rows_for(env, L=256, kind="nsp")
+  c = c.copy_and_resolve_references()
+  c.update(masking="whole_word", max_seq_length=256, max_predictions_per_seq=40)
+  spec = masking.spec_from_config(c, tok)
+  ids, mask = tf.constant(rows["input_ids"]), tf.constant(rows["input_mask"])
+  cand = (mask > 0) & ~masking._is_any(ids, spec.special_ids, tok.vocab_size)
+  wid = masking._word_ids(spec, ids, cand)
+  budget = masking._budget(spec, tf.reduce_sum(tf.cast(cand, tf.int32), axis=1))
+  keys = tf.constant(masking.example_keys(2, 0, np.arange(len(rows["input_ids"]))))
+  n_words = wid.numpy().max(1) + 1
+  assert (n_words <= 16).any() and (n_words > 128).any()  # first and last bucket used
+  one, buckets = (masking._select_whole_words(spec, keys, cand, wid, budget, min_width=w).numpy()
+                  for w in (256, 16))
+  np.testing.assert_array_equal(one, buckets)
+  assert one.any()

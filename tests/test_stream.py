@@ -39,10 +39,8 @@ def cfg(env, **kw):
 def take(it, n):
   """n batches; then the stream is stopped and joined so it writes no more index entries."""
   out = list(itertools.islice(it, n))
-  if isinstance(it, pipeline._Stream):
+  if isinstance(it, pipeline.Batches):
     it.close()
-    for t in it._threads:
-      t.join()
   return out
 
 

@@ -17,12 +17,18 @@ with the memory of one DEVICE (a v4 chip is two devices of 16 GiB when the topol
 TensorCores separately; a real device reports its own limit). When XLA refuses the step
 (RESOURCE_EXHAUSTED), a does-not-fit report says what was needed and available per device and
 what would help (remat, gradient accumulation, bfloat16, more FSDP) instead of a traceback.
+
+--table compiles the pod-slice table README carries (BERT-large, ALBERT-xxlarge, ELECTRA-large
+for v4-128 and v5e-256, `TABLE`) and prints it as markdown: per-device peak against the device's
+memory, the model FLOPs of the step (bert_jax.flops: XLA's count covers a scanned layer stack's
+body once) and a step time estimated at --mfu of the chips' bf16 peak.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from typing import Any
 
@@ -30,6 +36,7 @@ import jax
 import numpy as np
 
 from bert_jax import batch as batch_lib
+from bert_jax import flops as flops_lib
 from bert_jax import train
 
 # HBM per chip in GiB (public Cloud TPU figures); split over the devices of one chip.
@@ -57,18 +64,29 @@ class Report:
   flops: float
   hbm_bytes: int | None          # memory of ONE device (see device_memory)
   memory_source: str = ""
+  chips: int = 0
+  model_flops: float = 0.0       # the whole step (all devices), bert_jax.flops
+  peak_flops_per_chip: float | None = None
 
   def lines(self) -> list[str]:
     gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
     out = [f"{self.topology}: {self.devices} devices, mesh {self.mesh}, {self.params / 1e6:.1f}M params",
            f"  per device: arguments {gib(self.argument_bytes)}, outputs {gib(self.output_bytes)}, "
            f"temporaries {gib(self.temp_bytes)}, peak estimate {gib(self.peak_bytes)}",
-           f"  step FLOPs per device: {self.flops / 1e12:.3f} TFLOP"]
+           f"  step FLOPs per device: {self.flops / 1e12:.3f} TFLOP (XLA's count; a scanned layer "
+           f"stack counts once), model FLOPs {self.model_flops / self.devices / 1e12:.3f} TFLOP "
+           f"(bert_jax.flops)"]
     if self.hbm_bytes:
       verdict = "fits" if self.peak_bytes <= self.hbm_bytes else "does NOT fit"
       out.append(f"  {verdict}: peak {gib(self.peak_bytes)} of {gib(self.hbm_bytes)} per device "
                  f"({self.memory_source})")
     return out
+
+
+def devices_per_chip(devices) -> int:
+  """Devices the topology lists per chip (2 on v4, whose TensorCores are listed separately)."""
+  chips = len({getattr(d, "coords", None) and tuple(d.coords) or d.id for d in devices})
+  return max(1, round(len(devices) / max(chips, 1)))
 
 
 def device_memory(topology: str, devices) -> tuple[int | None, str]:
@@ -82,8 +100,7 @@ def device_memory(topology: str, devices) -> tuple[int | None, str]:
   kind = topology.split(":")[0]
   if kind not in HBM_GIB:
     return None, f"no HBM figure for {kind!r}"
-  chips = len({getattr(d, "coords", None) and tuple(d.coords) or d.id for d in devices})
-  per_chip = max(1, round(len(devices) / max(chips, 1)))
+  per_chip = devices_per_chip(devices)
   return (HBM_GIB[kind] * 2**30 // per_chip,
           f"{HBM_GIB[kind]} GiB per {kind} chip" + (f" / {per_chip} devices per chip" if per_chip > 1 else "")
           + "; XLA reserves a little of it")
@@ -200,12 +217,67 @@ def report(config, topology: str) -> Report:
   hbm, source = device_memory(topology, devices)
   return Report(topology=topology, devices=len(devices), mesh=dict(s["mesh"].shape), params=params,
                 argument_bytes=arg, output_bytes=out, temp_bytes=tmp, peak_bytes=arg + out - alias + tmp,
-                flops=float((cost or {}).get("flops", 0.0)), hbm_bytes=hbm, memory_source=source)
+                flops=float((cost or {}).get("flops", 0.0)), hbm_bytes=hbm, memory_source=source,
+                chips=len(devices) // devices_per_chip(devices),
+                model_flops=flops_lib.train_step_flops(config, s["task"]),
+                peak_flops_per_chip=flops_lib.chip_peak_flops(devices[0])[0])
+
+
+# The pod-slice table: (config, topology, overrides). Global batches are the papers': ALBERT
+# trains BERT-large and ALBERT-xxlarge at 4096 x 512, ELECTRA-large at 2048 x 512. Every cell is
+# FSDP over all devices, bfloat16 activations, full remat and a scanned layer stack.
+_POD = dict(**{"mesh.preset": "fsdp", "mesh.data": 1, "mesh.fsdp": -1, "model.dtype": "bfloat16",
+               "model.remat_policy": "full", "model.scan_layers": True, "data.max_seq_length": 512})
+TABLE = [(cfg, topo, dict(_POD, **{"train.batch_size": batch}))
+         for cfg, batch in (("bert.py:large", 4096), ("albert.py:xxlarge", 4096),
+                            ("electra.py:large", 2048))
+         for topo in ("v4:4x4x4", "v5e:16x16")]
+
+
+def table_row(name: str, overrides: dict, r: Report | DoesNotFit, mfu: float) -> str:
+  """One markdown row of the pod-slice table."""
+  gib = lambda b: f"{b / 2**30:.2f}"  # noqa: E731
+  setup = (f"{overrides['train.batch_size']} x {overrides['data.max_seq_length']}, "
+           f"{overrides['mesh.preset']}, {overrides['model.dtype']}, remat {overrides['model.remat_policy']}")
+  if isinstance(r, DoesNotFit):
+    return (f"| {name} | {setup} | does not fit: needs {gib(r.needed or 0)} of {gib(r.available or 0)} "
+            "GiB per device | | | |")
+  step = (r.model_flops / (r.chips * r.peak_flops_per_chip * mfu)) if r.peak_flops_per_chip else float("nan")
+  return (f"| {name} | {r.topology} ({r.chips} chips, {r.devices} devices) | {setup} | "
+          f"{gib(r.peak_bytes)} of {gib(r.hbm_bytes or 0)} GiB per device | "
+          f"{r.model_flops / 1e15:.1f} PFLOP ({r.model_flops / r.chips / 1e12:.1f} TFLOP per chip) | "
+          f"{step:.2f} s |")
+
+
+def run_table(mfu: float, only: str = "") -> None:
+  """Compiles every TABLE cell (or those whose config or topology contains `only`) and prints
+  the markdown table row by row (each compile takes minutes on a CPU)."""
+  from bert_jax import configs  # pylint: disable=g-import-not-at-top
+  print(f"| model | slice | global batch, preset, dtype, remat | peak memory | model FLOPs per step | "
+        f"step at {mfu:.0%} MFU |\n|---|---|---|---:|---:|---:|", flush=True)
+  for name, topo, overrides in TABLE:
+    if only and only not in name and only not in topo:
+      continue
+    config = configs.load(name)
+    config.update_from_flattened_dict(overrides)
+    # The papers' prediction slots at length 512: the mask rate's share of the tokens.
+    config.data.max_predictions_per_seq = math.ceil(config.data.max_seq_length * config.data.mask_rate)
+    try:
+      r = report(config, topo)
+    except DoesNotFit as e:
+      r = e
+    print(table_row(f"{name} ({r.params / 1e6:.0f}M)" if isinstance(r, Report) else name, overrides, r,
+                    mfu), flush=True)
 
 
 def main(argv) -> None:
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
+  if flags.FLAGS.table:
+    run_table(flags.FLAGS.mfu, flags.FLAGS.only)
+    return
+  if flags.FLAGS.config is None:
+    raise SystemExit("--config=configs/<family>.py:<arg> is required (or --table).")
   try:
     r = report(flags.FLAGS.config, flags.FLAGS.topology)
   except DoesNotFit as e:
@@ -222,5 +294,7 @@ if __name__ == "__main__":
   configs.define_flag("config", "configs/<family>.py:<arg> or a packaged <family>.py:<arg>")
   flags.DEFINE_string("topology", "v5e:4x4", "TPU topology (needs libtpu) or 'cpu'")
   flags.DEFINE_bool("json", False, "also print the figures as one JSON line")
-  flags.mark_flags_as_required(["config"])
+  flags.DEFINE_bool("table", False, "compile the pod-slice table (TABLE) and print it as markdown")
+  flags.DEFINE_float("mfu", 0.5, "--table: MFU the estimated step time assumes")
+  flags.DEFINE_string("only", "", "--table: only the cells whose config or topology contains this")
   app.run(main)

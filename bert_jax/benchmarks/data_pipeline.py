@@ -8,6 +8,10 @@ Ours ("bert_jax"): rows from the tokenized corpus (instance building, shuffling,
 epochs' worth of batches (instance building of new epochs included). --runs lists the
 instance kind and masking of each row (default: RoBERTa-style full_sentences with token
 masking, the headline, then BERT's nsp with token, whole_word and span masking).
+"bert_jax ... serial" adds up the two stages' time per row, each timed alone (TF's kernels
+may use every core): `instances.build_rows` for a whole epoch (shuffled order) and the
+masking function on pieces of `pipeline.default_chunk_rows` rows, i.e. what the row and
+masking code cost without the stream around them (threads, queues, copies, batching).
 HF: DataCollatorForLanguageModeling (mlm_probability 0.15, 80/10/10, PyTorch) called on
 the same rows' token ids as lists (its usual input): it pads, builds the special-token
 mask and masks, nothing else. "HF core" calls torch_mask_tokens on an already padded
@@ -18,6 +22,7 @@ transformers is a test/benchmark dependency only.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import os
 import pathlib
@@ -47,6 +52,41 @@ def _rate(it, batch_size, seconds, warmup=3):
     next(it)
     n += 1
   return n * batch_size / (time.perf_counter() - t0)
+
+
+def _best_seconds(fn, repeats=3):
+  fn()  # warm up (tracing, compilation)
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - t0)
+  return best
+
+
+def _stage_us(corpus, c, tok, length, strategies, batch_size):
+  """Time per row (us) of build_rows for one epoch and of masking per strategy."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from bert_jax.data import instances as inst_lib  # pylint: disable=g-import-not-at-top
+  from bert_jax.data import masking  # pylint: disable=g-import-not-at-top
+  from bert_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  order = np.random.default_rng(0).permutation
+  build = lambda: inst_lib.build_rows(
+      corpus, kind=c.instances, max_seq_length=length, short_seq_prob=c.short_seq_prob,
+      pack=False, specials=inst_lib.Specials(tok.cls_id, tok.sep_id, tok.pad_id), seed=0,
+      epoch=0, row_order=order)
+  rows = build()
+  out = {"rows": 1e6 * _best_seconds(build) / len(rows["input_ids"])}
+  for strategy in strategies:
+    c.masking = strategy
+    spec = masking.spec_from_config(c, tok)
+    n = min(pipeline.default_chunk_rows(batch_size, length, strategy), len(rows["input_ids"]))
+    piece = {k: tf.constant(rows[k][:n]) for k in ("input_ids", "input_mask")}
+    keys = tf.constant(masking.example_keys(0, 0, np.arange(n)))
+    fn = tf.function(functools.partial(masking.mask_batch, spec),
+                     jit_compile=strategy in masking.XLA_STRATEGIES)
+    out[strategy] = 1e6 * _best_seconds(lambda: fn(piece, keys)["input_ids"].numpy()) / n
+  return out
 
 
 def _hf(tok, rows, batch_size, seconds):
@@ -117,13 +157,23 @@ def main(argv=None):
     tok = tokenizers.build_or_load(base, args.workdir, process_index=0)
     corpus = pipeline.load_corpus(base, tok, "train", 0, 1)  # tokenize (cached) before timing
     for kind in kinds:
-      for masking in (m for k, m in runs if k == kind):
+      strategies = [m for k, m in runs if k == kind]
+      # The stages alone, before this kind's streams run in this process.
+      us = _stage_us(corpus, _config(args, length, "token", kind), tok, length, strategies,
+                     args.batch_size)
+      print(f"L={length} {kind} stages (us/row): " +
+            ", ".join(f"{k} {v:.1f}" for k, v in us.items()), flush=True)
+      for masking in strategies:
         c = _config(args, length, masking, kind)
         it = pipeline.train_iterator(c, tok, batch_size=args.batch_size)
         rate = _rate(it, args.batch_size, args.seconds)
         it.close()
         results.append((length, kind, f"bert_jax {kind} + {masking}", rate))
         print(f"L={length} {kind} + {masking}: {rate:,.0f} seq/s", flush=True)
+      for masking in strategies:
+        results.append((length, kind, f"bert_jax {kind} + {masking}, serial (rows "
+                        f"{us['rows']:.1f} + masking {us[masking]:.1f} us/row)",
+                        1e6 / (us["rows"] + us[masking])))
       # HF masks the token ids of the same kind of rows, measured right after ours.
       rows = inst_lib.build_rows(corpus, kind=kind, max_seq_length=length,
                                  short_seq_prob=base.short_seq_prob, pack=False,

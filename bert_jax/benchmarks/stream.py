@@ -58,8 +58,6 @@ def _run(c, tok, args, start_batch=0, n=None, trace=False):
   peak = tracemalloc.get_traced_memory()[1] if trace else 0
   tracemalloc.stop()
   it.close()
-  for t in it._threads:  # pylint: disable=protected-access
-    t.join()
   return first, rate, n * args.batch_size / (t2 - t0), peak, stats
 
 

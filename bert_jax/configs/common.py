@@ -135,6 +135,11 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
   # whole share in memory (small record sets; same batches as the source it was made from).
   c.stream_window_docs = 10_000
   c.eval_fraction = 0.02             # share of documents held out for evaluation
+  # Row records (`python -m bert_jax.data.rows`): read rows from them instead of building them
+  # (a graph-only tf.data source); service_address ("grpc://host:port", a tf.data service
+  # dispatcher) then runs reading, masking and batching on the service's CPU workers.
+  c.rows_path = ""
+  c.service_address = ""
   # --- tokenizer ---
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.kind = "sentencepiece"   # sentencepiece | wordpiece

@@ -2,9 +2,9 @@
 
 A `TokenizedCorpus` holds documents as flat int32 tokens with sentence and document
 offsets. `build_rows` turns a set of documents into fixed-length rows for one epoch:
-every random draw uses a generator keyed by (seed, epoch, global document id),
-so rows do not depend on host count or on other documents' draws (except the
-random-next document of NSP, drawn from the same document set).
+every random draw is a counter-based hash of (seed, epoch, global document id, chunk
+index, stream), so rows do not depend on host count or on other documents' draws (except
+the random-next document of NSP, drawn from the same document set).
 
 Instance kinds (config.data.instances):
   nsp             BERT: A/B from sentence chunks; 50% B from a random other document
@@ -19,8 +19,11 @@ Instance kinds (config.data.instances):
                   segment; with pack_examples several such chunks (from consecutive
                   documents) share a row, told apart by segment_ids/position_ids.
 
-nsp, sop and segments walk each document in Python (per-document random draws);
-full_sentences is computed for all documents at once in numpy. Unpacked rows are
+Every kind is computed for all documents at once in numpy: each document is walked in
+lockstep with the others, one chunk per step (a step costs a few array operations over
+the documents still live, so the Python loop runs max(chunks per document) times). The
+reference's per-document loops are kept as test oracles (tests/test_data_pipeline.py),
+which draw the same hashes and give the same instances. Unpacked rows are
 written by dense [N, L] passes (or scattered when rows are mostly padding), already in
 the caller's shuffled order (`row_order`).
 """
@@ -28,7 +31,6 @@ the caller's shuffled order (`row_order`).
 from __future__ import annotations
 
 import dataclasses
-import random
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -130,27 +132,9 @@ class Specials:
 # no token is touched in Python; rows are filled by vectorized gathers at the end.
 
 
-def _truncate_pair(a0, a1, b0, b1, max_tokens, rng):
-  """The reference's truncate_seq_pair in closed form: trim the longer side one token at a
-  time (ties trim B), each token from the front or the back with probability 1/2."""
-  la, lb = a1 - a0, b1 - b0
-  excess = la + lb - max_tokens
-  if excess <= 0:
-    return a0, a1, b0, b1
-  if abs(la - lb) >= excess:
-    na, nb = (la - excess, lb) if la > lb else (la, lb - excess)
-  else:
-    na, nb = (max_tokens + 1) // 2, max_tokens // 2
-  ka, kb = la - na, lb - nb
-  # Binomial(k, 1/2) front removals: the number of set bits among k random bits.
-  fa = bin(rng.getrandbits(ka)).count("1") if ka else 0
-  fb = bin(rng.getrandbits(kb)).count("1") if kb else 0
-  return a0 + fa, a1 - (ka - fa), b0 + fb, b1 - (kb - fb)
-
-
 def _split_offsets(corpus, max_len, stats):
-  """Sentence offsets (python list) with sentences over max_len cut into pieces, and the
-  per-document index into them (python list)."""
+  """Sentence offsets with sentences over max_len cut into pieces, and the per-document
+  index into them (int64 arrays)."""
   o = corpus.sent_offsets
   lens = np.diff(o)
   pieces = np.maximum(1, -(-lens // max_len))  # ceil; empty sentences keep one piece
@@ -163,102 +147,198 @@ def _split_offsets(corpus, max_len, stats):
     docs = first[corpus.doc_offsets]
   else:
     docs = corpus.doc_offsets
-  return o.tolist(), docs.tolist()
+  return o.astype(np.int64), np.asarray(docs, np.int64)
 
 
-def _rng(seed: int, epoch: int, doc_id: int) -> random.Random:
-  # Python's Random: seeding and scalar draws are ~10x cheaper than numpy Generators here.
-  # The key is mixed into 64 bits (seeding cost grows with the key's size).
-  k = (seed * 0x9E3779B97F4A7C15 + epoch * 0xC2B2AE3D27D4EB4F + doc_id * 0x165667B19E3779F9)
-  return random.Random(k & 0xFFFFFFFFFFFFFFFF)
+# ----------------------------------------------------------------------------- draws
+
+# nsp, sop and segments draw from a counter-based hash of (document key, chunk index, stream):
+# the key mixes (seed, epoch, global document id), so a document's instances do not depend
+# on the other documents or on the order in which they are walked. Streams (any distinct
+# constants; bit t % 64 of stream _S_TRUNC_A + t // 64 sends the t-th token trimmed from A
+# to the front or the back, likewise for B):
+_S_SHORT, _S_TARGET, _S_A_END, _S_CUT, _S_COIN, _S_START, _S_FIRST_TARGET = range(1, 8)
+_S_RANDOM_DOC = 100   # + try (0..9)
+_S_TRUNC_A, _S_TRUNC_B = 1000, 2000
+_NSP_DOC_TRIES = 10   # the reference's tries for a random document other than this one
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-def _randint(rng: random.Random, lo: int, hi: int) -> int:
-  """Uniform in [lo, hi) (bias below 2**-50; randrange's rejection loop is slower)."""
-  return lo + int(rng.random() * (hi - lo))
+def _mix(x):
+  """splitmix64's finalizer: a bijective avalanche mix of uint64 values."""
+  x = x ^ (x >> np.uint64(30))
+  x = x * np.uint64(0xBF58476D1CE4E5B9)
+  x = x ^ (x >> np.uint64(27))
+  x = x * np.uint64(0x94D049BB133111EB)
+  return x ^ (x >> np.uint64(31))
 
 
-def _pair_instances(corpus, i, o, kind, max_seq_length, short_seq_prob, rng, stats, out,
-                    bounds_of):
-  """BERT NSP / ALBERT SOP instances of one document (o: its sentence offsets)."""
+def doc_keys(seed: int, epoch: int, doc_ids) -> np.ndarray:
+  """uint64 key per document from (seed, epoch, global document id)."""
+  base = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], np.uint64))
+  base = _mix(base ^ np.uint64(epoch * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF))
+  return _mix(base ^ _mix(np.asarray(doc_ids).astype(np.uint64) + np.uint64(0x165667B19E3779F9)))
+
+
+def _bits(keys, step, stream: int):
+  """uint64 hashes of (keys, step (chunk index), stream), elementwise."""
+  # 1-d at least: numpy warns on (intended) uint64 overflow of scalars, not of arrays.
+  counter = (np.atleast_1d(step).astype(np.uint64) << np.uint64(20)) + np.uint64(stream)
+  return _mix(keys ^ _mix(counter * np.uint64(0x9E3779B97F4A7C15)))
+
+
+def uniform(keys, step, stream: int):
+  """float64 uniforms in [0, 1) keyed by (keys, step, stream)."""
+  return (_bits(keys, step, stream) >> np.uint64(11)) * (1.0 / (1 << 53))
+
+
+def randint(keys, step, stream: int, lo, hi):
+  """Uniform integers in [lo, hi) (hi > lo; bias below (hi - lo) * 2**-53)."""
+  return lo + (uniform(keys, step, stream) * (hi - lo)).astype(np.int64)
+
+
+def binomial_half(keys, step, stream: int, k):
+  """Binomial(k, 1/2): the set bits among k random bits (k < 64 * 1000)."""
+  k = np.asarray(k, np.int64)
+  out = np.zeros(k.shape, np.int64)
+  for w in range((int(k.max(initial=0)) + 63) // 64):
+    n = np.clip(k - 64 * w, 0, 64).astype(np.uint64)
+    mask = np.where(n > 0, _M64 >> (np.uint64(64) - np.maximum(n, np.uint64(1))), np.uint64(0))
+    out += np.bitwise_count(_bits(keys, step, stream + w) & mask)
+  return out
+
+
+def _truncate_pairs(a0, a1, b0, b1, max_tokens, keys, step):
+  """The reference's truncate_seq_pair in closed form: trim the longer side one token at a
+  time (ties trim B), each token from the front or the back with probability 1/2."""
+  la, lb = a1 - a0, b1 - b0
+  excess = la + lb - max_tokens
+  one_side = np.abs(la - lb) >= excess
+  na = np.where(one_side, np.where(la > lb, la - excess, la), (max_tokens + 1) // 2)
+  nb = np.where(one_side, np.where(la > lb, lb, lb - excess), max_tokens // 2)
+  ka, kb = np.where(excess > 0, la - na, 0), np.where(excess > 0, lb - nb, 0)
+  fa = binomial_half(keys, step, _S_TRUNC_A, ka)  # front removals
+  fb = binomial_half(keys, step, _S_TRUNC_B, kb)
+  return a0 + fa, a1 - (ka - fa), b0 + fb, b1 - (kb - fb)
+
+
+def _chunks_in_document_order(records):
+  """Columns of per-step [n] arrays (document first), concatenated and sorted by document
+  (stable: a document's chunks stay in step order)."""
+  cols = [np.concatenate(c) for c in zip(*records)]
+  order = np.argsort(cols[0], kind="stable")
+  return [c[order] for c in cols]
+
+
+def _pair_instances(o, first, keys, kind, max_seq_length, short_seq_prob, stats):
+  """BERT NSP / ALBERT SOP instances of all documents at once: [K, 5] in document order.
+
+  Per document (o: sentence offsets, first: per-document index into them, keys: doc_keys):
+  a target length (short_seq_prob: uniform in [2, max_tokens]), then chunks of consecutive
+  sentences up to the target; A is a random number of the chunk's first sentences, B the
+  rest. nsp: B from a random other document with probability 1/2 (and always when the chunk
+  is one sentence too short to split; label 1), and then the chunk's unused sentences start
+  the next chunk (the reference's rewind). sop: A and B swapped with probability 1/2 (label
+  1). Chunk c of a document draws with step c. The walk over chunks runs for all documents in
+  lockstep, one chunk per step; the rest is one pass over all chunks
+  (tests/test_data_pipeline.py checks both against a per-document loop).
+  """
   max_tokens = max_seq_length - 3
-  target = max_tokens
-  if rng.random() < short_seq_prob:
-    target = _randint(rng, 2, max_tokens + 1)
-  n_sent = len(o) - 1
-  first, j = 0, 0   # current chunk: sentences first..j
-  while j < n_sent:
-    length = o[j + 1] - o[first]
-    if j == n_sent - 1 or length >= target:
-      n_chunk = j + 1 - first
-      a_end = first + (_randint(rng, 1, n_chunk) if n_chunk >= 2 else 1)
-      a0, a1 = o[first], o[a_end]
-      b0 = b1 = o[a_end]
-      b0, b1 = o[a_end], o[j + 1]
-      label = 0
-      split_inside = n_chunk == 1 and a1 - a0 >= 2
-      if split_inside:
-        # One-sentence chunk: A and B are its two parts (the reference forces a random
-        # B here, which pushes NSP labels well over 50% on long-sentence corpora).
-        cut = a0 + _randint(rng, 1, a1 - a0)
-        a1, b0, b1 = cut, cut, a1
-      if kind == "nsp" and ((n_chunk == 1 and not split_inside) or rng.random() < 0.5):
-        label = 1
-        b0 = b1 = 0
-        if corpus.num_docs > 1:
-          for _ in range(10):
-            r = _randint(rng, 0, corpus.num_docs)
-            if r != i:
-              break
-          ro = bounds_of(r)
-          start = _randint(rng, 0, len(ro) - 1)
-          need = target - (a1 - a0)
-          k = start + 1
-          while k < len(ro) - 1 and ro[k] - ro[start] < need:
-            k += 1
-          b0, b1 = ro[start], ro[k]
-        # Put the unused sentences back (the reference's rewind).
-        if not split_inside:
-          j = a_end - 1
-      elif kind == "sop" and rng.random() < 0.5:
-        a0, a1, b0, b1, label = b0, b1, a0, a1, 1
-      a0, a1, b0, b1 = _truncate_pair(a0, a1, b0, b1, max_tokens, rng)
-      if a1 > a0 and b1 > b0:
-        out.append((a0, a1, b0, b1, label))
-      else:
-        stats["skipped_chunks"] = stats.get("skipped_chunks", 0) + 1
-      first = j + 1
-    j += 1
-
-
-def _segment_instances(o, max_seq_length, rng, out):
-  """ELECTRA's ExampleBuilder on one document. Once the second segment has started, later
-  sentences stay in it (the reference may move a short one back into the first)."""
-  target = max_seq_length
-  first, n_sent = 0, len(o) - 1
-
-  def make(s_from, s_to):
-    first_target = 100_000 if rng.random() < 0.1 else (target - 3) // 2
-    cut = s_to
-    for k in range(s_from, s_to):
-      la = o[k] - o[s_from]
-      if not (la == 0 or la + o[k + 1] - o[k] < first_target or
-              (la < first_target and rng.random() < 0.5)):
-        cut = k
+  n_docs = len(first) - 1
+  short = uniform(keys, 0, _S_SHORT) < short_seq_prob
+  targets = np.where(short, randint(keys, 0, _S_TARGET, 2, max_tokens + 1), max_tokens)
+  doc, cur, step, records = np.arange(n_docs), first[:-1], 0, []
+  while True:
+    live = cur < first[doc + 1]
+    doc, cur = doc[live], cur[live]
+    if not len(doc):
+      break
+    k = keys[doc]
+    # The chunk: sentences cur..j, the first j reaching the target or the document's last.
+    j = np.minimum(np.searchsorted(o, o[cur] + targets[doc], side="left") - 1, first[doc + 1] - 1)
+    n_chunk = j + 1 - cur
+    a_end = cur + np.where(n_chunk >= 2, randint(k, step, _S_A_END, 1, np.maximum(n_chunk, 2)), 1)
+    # One-sentence chunk: A and B are its two parts (the reference forces a random B here,
+    # which pushes NSP labels well over 50% on long-sentence corpora).
+    split = (n_chunk == 1) & (o[cur + 1] - o[cur] >= 2)
+    label = uniform(k, step, _S_COIN) < 0.5
+    nxt = j + 1
+    if kind == "nsp":
+      label |= (n_chunk == 1) & ~split
+      nxt = np.where(label & ~split, a_end, nxt)  # a random B: put the unused sentences back
+    records.append((doc, np.full_like(doc, step), cur, j, a_end, split, label))
+    cur = nxt
+    step += 1
+  if not records:
+    return np.zeros([0, 5], np.int64)
+  doc, step, cur, j, a_end, split, label = _chunks_in_document_order(records)
+  k = keys[doc]
+  a0, a1, b0, b1 = o[cur], o[a_end], o[a_end], o[j + 1]
+  cut = a0 + randint(k, step, _S_CUT, 1, np.maximum(a1 - a0, 2))
+  a1, b0 = np.where(split, cut, a1), np.where(split, cut, b0)
+  if kind == "nsp" and n_docs > 1:
+    r = randint(k, step, _S_RANDOM_DOC, 0, n_docs)
+    for t in range(1, _NSP_DOC_TRIES):
+      same = r == doc
+      if not same.any():
         break
-    a0, a1 = o[s_from], min(o[cut], o[s_from] + max_seq_length - 2)
-    b0 = o[cut]
-    b1 = min(o[s_to], b0 + max(0, max_seq_length - (a1 - a0) - 3))
-    out.append((a0, a1, b0, b1 if b1 > b0 else b0, 0))
+      r[same] = randint(k[same], step[same], _S_RANDOM_DOC + t, 0, n_docs)
+    rs, re = first[r], first[r + 1]
+    start = rs + randint(k, step, _S_START, 0, re - rs)
+    # B: sentences of r from `start` until target - len(A) tokens or r's end.
+    stop = np.searchsorted(o, o[start] + targets[doc] - (a1 - a0), side="left")
+    stop = np.minimum(np.maximum(stop, start + 1), re)
+    b0, b1 = np.where(label, o[start], b0), np.where(label, o[stop], b1)
+  elif kind == "nsp":  # no other document: the chunk is skipped
+    b0, b1 = np.where(label, 0, b0), np.where(label, 0, b1)
+  else:
+    a0, a1, b0, b1 = (np.where(label, x, y) for x, y in ((b0, a0), (b1, a1), (a0, b0), (a1, b1)))
+  a0, a1, b0, b1 = _truncate_pairs(a0, a1, b0, b1, max_tokens, k, step)
+  ok = (a1 > a0) & (b1 > b0)
+  if not ok.all():
+    stats["skipped_chunks"] = stats.get("skipped_chunks", 0) + int((~ok).sum())
+  return np.stack([a0, a1, b0, b1, label], axis=1)[ok].astype(np.int64)
 
-  for j in range(n_sent):
-    if o[j + 1] - o[first] >= target:
-      make(first, j + 1)
-      first = j + 1
-      target = (_randint(rng, 5, max_seq_length + 1) if rng.random() < 0.05
-                else max_seq_length)
-  if first < n_sent:
-    make(first, n_sent)
+
+def _segment_instances(o, first, keys, max_seq_length):
+  """ELECTRA's ExampleBuilder on all documents at once: [K, 5] in document order.
+
+  Chunks of consecutive sentences reach a target of max_seq_length tokens (after each chunk,
+  with probability 0.05 a uniform one in [5, max_seq_length]); the first segment takes
+  sentences until (target - 3) // 2 tokens (the sentence crossing it with probability 1/2),
+  or the whole chunk with probability 0.1. Once the second segment has started, later
+  sentences stay in it (the reference may move a short one back into the first). Chunk c of a
+  document draws with step c; the chunks are walked as in `_pair_instances`.
+  """
+  L = max_seq_length
+  doc, cur, step, records = np.arange(len(first) - 1), first[:-1], 0, []
+  target = np.full(len(doc), L)
+  while True:
+    live = cur < first[doc + 1]
+    doc, cur, target = doc[live], cur[live], target[live]
+    if not len(doc):
+      break
+    s_to = np.minimum(np.searchsorted(o, o[cur] + target, side="left"), first[doc + 1])
+    records.append((doc, np.full_like(doc, step), cur, s_to, target))
+    k = keys[doc]
+    target = np.where(uniform(k, step, _S_TARGET) < 0.05, randint(k, step, _S_SHORT, 5, L + 1), L)
+    cur = s_to
+    step += 1
+  if not records:
+    return np.zeros([0, 5], np.int64)
+  doc, step, cur, s_to, target = _chunks_in_document_order(records)
+  k = keys[doc]
+  first_target = np.where(uniform(k, step, _S_FIRST_TARGET) < 0.1, 100_000, (target - 3) // 2)
+  # The sentence k1 that takes the first segment to first_target: it joins the first segment
+  # with probability 1/2 (always when the segment is still empty).
+  k1 = np.searchsorted(o, o[cur] + first_target, side="left") - 1
+  joins = (o[k1] == o[cur]) | (uniform(k, step, _S_COIN) < 0.5)
+  cut = np.where(k1 < s_to, np.minimum(k1 + joins, s_to), s_to)
+  a0 = o[cur]
+  a1 = np.minimum(o[cut], a0 + L - 2)
+  b0 = o[cut]
+  b1 = np.maximum(np.minimum(o[s_to], b0 + np.maximum(0, L - (a1 - a0) - 3)), b0)
+  return np.stack([a0, a1, b0, b1, np.zeros_like(a0)], axis=1)
 
 
 def _full_sentence_instances(offsets, doc_first, max_seq_length):
@@ -311,19 +391,13 @@ def build_rows(corpus: TokenizedCorpus, *, kind: str, max_seq_length: int,
   stats = stats if stats is not None else {}
   L = max_seq_length
   offsets, doc_first = _split_offsets(corpus, L - 3, stats)
-  bounds_of = lambda i: offsets[doc_first[i]:doc_first[i + 1] + 1]
-  insts: list[tuple] = []
+  keys = doc_keys(seed, epoch, corpus.doc_ids)
   if kind == "full_sentences":
     inst = _full_sentence_instances(offsets, doc_first, L)
+  elif kind == "segments":
+    inst = _segment_instances(offsets, doc_first, keys, L)
   else:
-    for i in range(corpus.num_docs):
-      o = bounds_of(i)
-      if kind in ("nsp", "sop"):
-        rng = _rng(seed, epoch, int(corpus.doc_ids[i]))
-        _pair_instances(corpus, i, o, kind, L, short_seq_prob, rng, stats, insts, bounds_of)
-      else:
-        _segment_instances(o, L, _rng(seed, epoch, int(corpus.doc_ids[i])), insts)
-    inst = np.asarray(insts, np.int64).reshape(-1, 5)
+    inst = _pair_instances(offsets, doc_first, keys, kind, L, short_seq_prob, stats)
   if not pack and row_order is not None:
     inst = inst[row_order(len(inst))]
   a0, a1, b0, b1, label = inst.T

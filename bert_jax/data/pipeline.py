@@ -1,8 +1,13 @@
-"""The training/eval input: documents -> rows (numpy) -> TF masking -> numpy batch dicts.
+"""The training/eval input as one tf.data.Dataset: rows -> masking -> batches.
 
-Only the masking is TF (a tf.function on pieces of ~2**19 tokens, cut into batches
-afterwards); see `_Stream` for why the stages are two threads rather than a tf.data
-chain.
+  rows     pieces of unmasked rows (~2**19 tokens) with their masking keys: built in Python from
+           the tokenized documents (`row_pieces`; a tf.numpy_function source, host-side), or
+           read from row records (bert_jax.data.rows; graph ops only);
+  masking  a tf.function mapped over whole pieces (`masked_batches`), `rebatch` to batch_size
+           rows, prefetch; with config.data.service_address the dataset runs on tf.data
+           service workers (row records only).
+`train_iterator` / `eval_iterator` return `Batches` (numpy dicts; `.dataset` is the
+tf.data.Dataset, to extend with one's own transformations).
 
 Stream layout (per host): epoch e holds this host's documents' rows in a permutation
 keyed by (seed, e, process_index); epochs are concatenated and cut into batches of
@@ -22,12 +27,12 @@ sharded by file instead), so hosts' shards are disjoint and together cover the s
 
 from __future__ import annotations
 
+import atexit
 import copy
 import hashlib
 import json
 import os
-import queue
-import threading
+import weakref
 from typing import Iterator
 
 import numpy as np
@@ -39,6 +44,7 @@ from bert_jax.data import instances as inst_lib
 from bert_jax.data import masking
 
 _GOLDEN = 0.6180339887498949
+EVAL_SEED_OFFSET = 0x3C6EF372  # the eval stream's seed: config.data.seed + this (not the train stream)
 _INT_KEYS = ("input_ids", "input_mask", "token_type_ids", "segment_ids", "position_ids")
 
 
@@ -51,6 +57,10 @@ def validate(data_config, batch_size: int, process_index: int, process_count: in
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} must be in [0, {process_count}).")
   checks.instances(c)  # also run (with the other config.data checks) before anything is built
+  if c.get("service_address", "") and not c.get("rows_path", ""):
+    raise ValueError(f"config.data.service_address={c.service_address!r} needs config.data.rows_path: "
+                     "a tf.data service worker runs only TF ops, and rows are built in Python; write "
+                     "row records first (python -m bert_jax.data.rows) and point rows_path at them.")
   return masking.spec_from_config(c, tokenizer)
 
 
@@ -164,7 +174,7 @@ def _mask_fn(spec: masking.MaskingSpec, length: int):
     sig = {k: tf.TensorSpec([None, length], tf.int32) for k in ("input_ids", "input_mask")}
     # XLA fuses the span/n-gram while_loop body (2x faster on CPU); integer hash ops make
     # the result identical to the unfused graph (tests/test_masking.py checks it). XLA
-    # compiles once per row count, so `_Stream` pads every piece to chunk_rows rows.
+    # compiles once per row count, so `masked_batches` pads every piece to chunk_rows rows.
     _MASK_FNS[key] = tf.function(lambda b, k: masking.mask_batch(spec, b, k),
                                  input_signature=[sig, tf.TensorSpec([None], tf.uint32)],
                                  jit_compile=spec.strategy in _XLA_STRATEGIES)
@@ -179,122 +189,116 @@ def default_chunk_rows(batch_size: int, length: int, strategy: str) -> int:
   return max(batch_size, (1 << (16 if strategy in _XLA_STRATEGIES else 19)) // length)
 
 
-class _Stream:
-  """Row pieces (Python, one thread) -> TF masking + batching (a second thread) -> numpy
-  batches.
+def _piece_signature(length: int) -> dict:
+  """The row pieces every source yields: unmasked [n, L] rows, labels and uint32 masking keys."""
+  return {**{k: tf.TensorSpec([None, length], tf.int32) for k in _INT_KEYS},
+          "next_sentence_labels": tf.TensorSpec([None], tf.int32),
+          "keys": tf.TensorSpec([None], tf.uint32)}
 
-  Two threads and bounded queues instead of tf.data: the row builder holds the GIL while
-  TF masking releases it, so they overlap. Masking runs on pieces of `chunk_rows` rows,
-  not per batch (TF's per-call cost dominates at 256 x 128); each row's masks depend
-  only on its key, so the piece size changes speed, never the stream. The order is
-  fixed (one masking thread), so the stream stays deterministic. Measured on 2 cores:
-  from_generator per batch 55k -> 35k rows/s; from_generator(pieces) -> map(masking,
-  max_intra_op_parallelism=1) -> rebatch took twice the CPU time per row of these
-  threads (the copies into and out of tf.data).
+
+def masked_batches(pieces: tf.data.Dataset, spec: masking.MaskingSpec, *, batch_size: int,
+                   length: int, chunk_rows: int, pad_id: int, limit: int | None = None,
+                   parallelism: int = 1) -> tf.data.Dataset:
+  """The masking stage every source shares: row pieces -> masked batches of `batch_size` rows.
+
+  Masking maps over whole pieces (TF's per-call cost dominates at one batch); each row's masks
+  depend only on its key, so the piece size changes speed, never the stream. `parallelism`
+  pieces are masked at once (order kept: deterministic), e.g. on a many-core tf.data service
+  worker; `rebatch` then cuts the pieces into batches, carrying a partial batch over. The
+  XLA-compiled strategies compile once per row count, so their pieces are padded to
+  `chunk_rows` rows first.
   """
+  fn = _mask_fn(spec, length)
+  xla = spec.strategy in _XLA_STRATEGIES
 
-  _END = object()
-
-  def __init__(self, pieces: Iterator[dict], spec: masking.MaskingSpec, batch_size: int,
-               length: int, chunk_rows: int, pad_id: int, depth: int = 2,
-               limit: int | None = None):
-    self._pieces, self._fn, self._limit = pieces, _mask_fn(spec, length), limit
-    self._batch_size, self._chunk_rows, self._pad_id = batch_size, chunk_rows, pad_id
-    self._xla = spec.strategy in _XLA_STRATEGIES
-    self._q_rows: queue.Queue = queue.Queue(depth)
-    self._q_out: queue.Queue = queue.Queue(max(4, 2 * chunk_rows // batch_size))
-    self._stop = threading.Event()
-    self._threads = [threading.Thread(target=self._produce, daemon=True),
-                     threading.Thread(target=self._mask, daemon=True)]
-    for t in self._threads:
-      t.start()
-
-  def _put(self, q, item) -> bool:
-    while not self._stop.is_set():
-      try:
-        q.put(item, timeout=0.1)
-        return True
-      except queue.Full:
-        pass
-    return False
-
-  def _get(self, q):
-    while not self._stop.is_set():
-      try:
-        return q.get(timeout=0.1)
-      except queue.Empty:
-        pass
-    return self._END
-
-  def _produce(self):
-    try:
-      for b in self._pieces:
-        if not self._put(self._q_rows, b):
-          break
-      self._put(self._q_rows, self._END)
-    except BaseException as e:  # pylint: disable=broad-except
-      self._put(self._q_rows, e)
-
-  def _masked(self, piece: dict) -> dict:
-    n = len(piece["keys"])
-    pad = self._chunk_rows - n if self._xla else 0
-    ids, mask, keys = piece["input_ids"], piece["input_mask"], piece["keys"]
-    if pad:
-      ids = np.pad(ids, [(0, pad), (0, 0)], constant_values=self._pad_id)
-      mask = np.pad(mask, [(0, pad), (0, 0)])
-      keys = np.pad(keys, [(0, pad)])
-    out = self._fn({"input_ids": ids, "input_mask": mask}, keys)
+  def mask(piece):
+    n = tf.shape(piece["keys"])[0]
+    ids, input_mask, keys = piece["input_ids"], piece["input_mask"], piece["keys"]
+    if xla:
+      pad = chunk_rows - n
+      ids = tf.pad(ids, [[0, pad], [0, 0]], constant_values=pad_id)
+      input_mask = tf.pad(input_mask, [[0, pad], [0, 0]])
+      keys = tf.pad(keys, [[0, pad]])
+    out = fn({"input_ids": ids, "input_mask": input_mask}, keys)
     res = {k: v for k, v in piece.items() if k != "keys"}
     for k in ("input_ids", "masked_lm_positions", "masked_lm_ids", "masked_lm_weights"):
-      res[k] = out[k].numpy()[:n]
+      # The padding is cut by a gather: a slice would hand rebatch views into the padded
+      # buffer, which TF logs an error about per batch.
+      res[k] = tf.gather(out[k], tf.range(n)) if xla else out[k]
     return res
 
-  def _mask(self):
-    carry: dict | None = None
-    emitted = 0
-    while True:
-      piece = self._get(self._q_rows)
-      if piece is self._END or isinstance(piece, BaseException):
-        self._put(self._q_out, piece)
-        return
-      try:
-        res = self._masked(piece)
-      except BaseException as e:  # pylint: disable=broad-except
-        self._put(self._q_out, e)
-        return
-      start, n = 0, len(res["input_ids"])
-      while start < n:
-        take = self._batch_size - (0 if carry is None else len(carry["input_ids"]))
-        part = {k: v[start:start + take] for k, v in res.items()}
-        start += take
-        carry = part if carry is None else {k: np.concatenate([carry[k], part[k]])
-                                            for k in part}
-        if len(carry["input_ids"]) == self._batch_size:
-          if not self._put(self._q_out, carry):
-            return
-          emitted, carry = emitted + 1, None
-          if emitted == self._limit:
-            self._put(self._q_out, self._END)
-            return
+  ds = pieces.map(mask, num_parallel_calls=parallelism, deterministic=True)
+  ds = ds.rebatch(batch_size, drop_remainder=True)
+  if limit is not None:
+    ds = ds.take(limit)
+  return ds.prefetch(2)
+
+
+class _Rows:
+  """A Python iterator of row pieces as a tf.data source (host-side: it runs in this process;
+  one pass). Each element is one `tf.numpy_function` call for the next piece (a third of
+  `from_generator`'s CPU time per row, which converts the pieces less directly). The source
+  ends at an empty piece. It keeps the iterator's exception, so `Batches` re-raises it as it
+  was (tf.data would wrap it in an OpError)."""
+
+  def __init__(self, pieces, length: int):
+    self._pieces_it, self.error = pieces, None
+    sig = _piece_signature(length)
+    self._keys = list(sig)
+    self._empty = [np.zeros([0, *s.shape[1:]], s.dtype.as_numpy_dtype) for s in sig.values()]
+
+    def piece(_):
+      out = tf.numpy_function(self._next, [], [s.dtype for s in sig.values()], stateful=True)
+      return {k: tf.ensure_shape(v, sig[k].shape) for k, v in zip(self._keys, out)}
+
+    self.dataset = (tf.data.Dataset.from_tensors(0).repeat().map(piece)
+                    .take_while(lambda p: tf.shape(p["keys"])[0] > 0))
+
+  def _next(self) -> list:
+    try:
+      p = next(self._pieces_it, None)
+    except Exception as e:  # pylint: disable=broad-except
+      self.error = e
+      raise
+    return self._empty if p is None else [p[k] for k in self._keys]
+
+
+_OPEN: "weakref.WeakSet[Batches]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_iterators():
+  """A Python row source blocks the interpreter's exit while tf.data reads ahead from it."""
+  for b in list(_OPEN):
+    b.close()
+
+
+class Batches:
+  """Iterator of numpy batch dicts over a batch dataset; `close()` stops its background work
+  (at exit at the latest)."""
+
+  def __init__(self, dataset: tf.data.Dataset, rows: _Rows | None = None):
+    self.dataset, self._rows = dataset, rows
+    self._it = iter(dataset.as_numpy_iterator())
+    _OPEN.add(self)
 
   def __iter__(self):
     return self
 
   def __next__(self) -> dict:
-    item = self._get(self._q_out) if not self._stop.is_set() else self._END
-    if item is self._END:
-      self.close()
+    if self._it is None:
       raise StopIteration
-    if isinstance(item, BaseException):
-      self.close()
-      raise item
-    return item
+    try:
+      return next(self._it)
+    except tf.errors.OpError:
+      if self._rows is not None and self._rows.error is not None:
+        self.close()
+        raise self._rows.error from None
+      raise
 
   def close(self):
-    self._stop.set()
-
-  def __del__(self):
-    self._stop.set()
+    """Drops the iterator: tf.data cancels its read-ahead and waits for its threads."""
+    self._it = None
 
 
 def _streaming(data_config) -> bool:
@@ -303,24 +307,48 @@ def _streaming(data_config) -> bool:
   return data_config.source == "tfrecord" and data_config.get("stream_window_docs", 0) != 0
 
 
+def row_pieces(data_config, tokenizer, split: str, *, chunk_rows: int, process_index: int,
+               process_count: int, seed: int, start_row: int, stats: dict,
+               max_epochs: int | None = None) -> Iterator[dict]:
+  """This host's unmasked row pieces of `split` from row `start_row` (in memory, or the TFRecord
+  stream): the one row generator of training, eval and the row records (bert_jax.data.rows)."""
+  kw = dict(chunk_rows=chunk_rows, process_index=process_index, process_count=process_count,
+            seed=seed, start_row=start_row, stats=stats, max_epochs=max_epochs)
+  if _streaming(data_config):
+    from bert_jax.data import stream  # pylint: disable=g-import-not-at-top
+    # Eval always starts at row 0: no resume index.
+    return stream.row_pieces(data_config, tokenizer, split=split, use_index=split == "train", **kw)
+  corpus = load_corpus(data_config, tokenizer, split, process_index, process_count, stats)
+  return _row_chunks(corpus, data_config, tokenizer, **kw)
+
+
 def _stream(data_config, tokenizer, spec, split: str, *, batch_size, process_index,
-            process_count, seed, start_batch, stats, limit=None, chunk_rows=None) -> _Stream:
-  """Row pieces of `split` (in memory, or the TFRecord stream) -> masking + batching."""
+            process_count, seed, start_batch, stats, limit=None, chunk_rows=None) -> Batches:
+  """Row pieces of `split` -> masking + batching, as one tf.data.Dataset (`Batches.dataset`).
+
+  The rows come from this process's row generator (`row_pieces`), or, with
+  config.data.rows_path, from row records through a graph-only source, which
+  config.data.service_address then runs on tf.data service workers."""
   L = data_config.max_seq_length
   chunk_rows = chunk_rows or default_chunk_rows(batch_size, L, spec.strategy)
   if limit is not None:
     chunk_rows = min(chunk_rows, limit * batch_size)
-  kw = dict(chunk_rows=chunk_rows, process_index=process_index, process_count=process_count,
-            seed=seed, start_row=start_batch * batch_size, stats=stats)
-  if _streaming(data_config):
-    from bert_jax.data import stream  # pylint: disable=g-import-not-at-top
-    # Eval always starts at row 0: no resume index.
-    pieces = stream.row_pieces(data_config, tokenizer, split=split, use_index=split == "train",
-                               **kw)
+  kw = dict(process_index=process_index, process_count=process_count, seed=seed,
+            start_row=start_batch * batch_size)
+  rows = None
+  if data_config.get("rows_path", ""):
+    from bert_jax.data import rows as rows_lib  # pylint: disable=g-import-not-at-top
+    pieces, chunk_rows = rows_lib.pieces(data_config, tokenizer, split, **kw)
   else:
-    corpus = load_corpus(data_config, tokenizer, split, process_index, process_count, stats)
-    pieces = _row_chunks(corpus, data_config, tokenizer, **kw)
-  return _Stream(pieces, spec, batch_size, L, chunk_rows, tokenizer.pad_id, limit=limit)
+    rows = _Rows(row_pieces(data_config, tokenizer, split, chunk_rows=chunk_rows, stats=stats, **kw), L)
+    pieces = rows.dataset.prefetch(1)
+  ds = masked_batches(pieces, spec, batch_size=batch_size, length=L, chunk_rows=chunk_rows,
+                      pad_id=tokenizer.pad_id, limit=limit)
+  if data_config.get("service_address", ""):
+    ds = ds.apply(tf.data.experimental.service.distribute(
+        tf.data.experimental.service.ShardingPolicy.OFF, service=data_config.service_address))
+    ds = ds.prefetch(2)
+  return Batches(ds, rows)
 
 
 def train_iterator(data_config, tokenizer, *, batch_size: int, process_index: int = 0,
@@ -364,7 +392,7 @@ def eval_iterator(data_config, tokenizer, *, batch_size: int, process_index: int
   here (corruption = prediction), e.g. 15% token masking for every cell of an ablation."""
   data_config = eval_data_config(data_config)
   spec = validate(data_config, batch_size, process_index, process_count, tokenizer)
-  seed = (data_config.seed if seed is None else seed) + 0x3C6EF372  # not the train stream
+  seed = (data_config.seed if seed is None else seed) + EVAL_SEED_OFFSET
   stats = stats if stats is not None else {}
   return _stream(data_config, tokenizer, spec, "eval", batch_size=batch_size,
                  process_index=process_index, process_count=process_count, seed=seed,

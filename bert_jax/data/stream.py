@@ -59,7 +59,7 @@ from bert_jax.data import masking
 from bert_jax.data import preprocess
 
 _GOLDEN = 0.6180339887498949  # the eval split rule of pipeline.load_corpus
-_INDEX_VERSION = 1  # bump when build_rows or the window layout changes row counts
+_INDEX_VERSION = 2  # bump when build_rows or the window layout changes row counts
 # Eval documents are ~eval_fraction of the records, so an eval window of W documents reads
 # about W / eval_fraction records; a small one lets a few eval batches read only what they need.
 _EVAL_WINDOW_DOCS = 1024
@@ -218,7 +218,7 @@ def index_path(data_config, tokenizer, files, split, seed, process_index, proces
 
 def row_pieces(data_config, tokenizer, *, split: str, chunk_rows: int, process_index: int,
                process_count: int, seed: int, start_row: int, stats: dict,
-               use_index: bool = True) -> Iterator[dict]:
+               use_index: bool = True, max_epochs: int | None = None) -> Iterator[dict]:
   """Unmasked rows plus uint32 masking keys in stream order from row `start_row`, in pieces
   of at most `chunk_rows` rows, as pipeline._row_chunks yields them. Checks the files now;
   reads lazily."""
@@ -234,11 +234,12 @@ def row_pieces(data_config, tokenizer, *, split: str, chunk_rows: int, process_i
     window = min(window, _EVAL_WINDOW_DOCS)
   return _generate(c, tokenizer, files, _Index(path), window, split=split,
                    chunk_rows=chunk_rows, process_index=process_index,
-                   process_count=process_count, seed=seed, start_row=start_row, stats=stats)
+                   process_count=process_count, seed=seed, start_row=start_row, stats=stats,
+                   max_epochs=max_epochs)
 
 
 def _generate(c, tokenizer, files, index, window, *, split, chunk_rows, process_index,
-              process_count, seed, start_row, stats):
+              process_count, seed, start_row, stats, max_epochs=None):
   specials = inst_lib.Specials(tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id)
   pi, pc = process_index, process_count
   to_skip = start_row
@@ -252,7 +253,7 @@ def _generate(c, tokenizer, files, index, window, *, split, chunk_rows, process_
     if e["last"]:
       epoch, w, pos, rows_before = epoch + 1, 0, (0, 0), 0
   stats["stream_windows_skipped_by_index"] = k
-  while True:
+  while max_epochs is None or epoch < max_epochs:
     order = np.random.default_rng([seed, epoch, pi, 0xF11E]).permutation(len(files))
     files_e = [files[i] for i in order]
     from_start, epoch_docs = w == 0, 0
