@@ -55,7 +55,7 @@ NODE_WAIT = ("CREATING", "STARTING", "RESTARTING", "REPAIRING", "REIMAGING", "ST
 QR_READY = "ACTIVE"
 QR_GONE = ("SUSPENDED", "SUSPENDING", "FAILED")
 QR_WAIT = ("CREATING", "ACCEPTED", "WAITING_FOR_RESOURCES", "PROVISIONING", "DELETING")
-EXCLUDES = (".venv", ".git", "runs", "build", "dist", "__pycache__", "*.egg-info", ".pytest_cache", ".cache")
+EXCLUDES = (".venv*", ".git", "runs", "build", "dist", "__pycache__", "*.egg-info", ".pytest_cache", ".cache")
 
 
 class LaunchError(Exception):

@@ -54,6 +54,22 @@ def test_device_memory_is_per_device_not_per_chip():
   assert aot_compile.device_memory("cpu", [Dev(0)])[0] is None
 
 
+def test_pod_table_rows():
+  """--table's rows: step time = model FLOPs / (chips * bf16 peak * MFU); a refusal says so."""
+  over = dict(aot_compile.TABLE[0][2])
+  r = aot_compile.Report(topology="v4:4x4x4", devices=128, mesh={"fsdp": 128}, params=336_000_000,
+                         argument_bytes=2**30, output_bytes=2**30, temp_bytes=2**31, peak_bytes=3 * 2**30,
+                         flops=1.0, hbm_bytes=16 * 2**30, chips=64, model_flops=4.4e15,
+                         peak_flops_per_chip=275e12)
+  row = aot_compile.table_row("bert.py:large", over, r, 0.5)
+  assert "64 chips, 128 devices" in row and "3.00 of 16.00 GiB" in row
+  assert f"{4.4e15 / (64 * 275e12 * 0.5):.2f} s" in row and "4096 x 512, fsdp, bfloat16" in row
+  refused = aot_compile.table_row("albert.py:xxlarge", over,
+                                  aot_compile.DoesNotFit("x", 20 * 2**30, 16 * 2**30), 0.5)
+  assert "does not fit: needs 20.00 of 16.00 GiB" in refused
+  assert {t for _, t, _ in aot_compile.TABLE} == {"v4:4x4x4", "v5e:16x16"}
+
+
 @pytest.mark.slow  # a TPU compile through libtpu: ~2 min on a busy 2-core machine
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
                     reason="libtpu is not installed (pip install \"jax[tpu]==<jax version>\")")
@@ -64,3 +80,4 @@ def test_compiles_for_a_small_tpu_topology():
   assert r.devices == 4 and r.mesh["fsdp"] == 4
   assert r.flops > 0 and 0 < r.peak_bytes < r.hbm_bytes and "v5e" in r.memory_source
   assert any("fits: peak" in line for line in r.lines())
+  assert r.chips == 4 and r.model_flops > 0 and r.peak_flops_per_chip == 197e12

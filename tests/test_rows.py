@@ -11,22 +11,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_data_pipeline import KEYS  # noqa: E402
-from test_masking import real_text_config  # noqa: E402
+from test_data_pipeline import B, KEYS  # noqa: E402
+from test_data_pipeline import env as data_env  # noqa: E402,F401  # the corpus and tokenizer fixture
 
 from bert_jax.data import pipeline  # noqa: E402
 from bert_jax.data import rows  # noqa: E402
-from bert_jax.data import tokenizers  # noqa: E402
-
-L, P, B = 64, 10, 16
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-  cache = os.environ.get("BERT_JAX_CACHE") or tmp_path_factory.mktemp("cache")
-  c = real_text_config(cache, max_seq_length=L, max_predictions_per_seq=P)
-  c.eval_fraction = 0.05
-  tok = tokenizers.build_or_load(c, str(tmp_path_factory.mktemp("wd")), process_index=0)
+def env(data_env, tmp_path_factory):  # pylint: disable=redefined-outer-name
+  c, tok = data_env
   out = str(tmp_path_factory.mktemp("rows") / "wiki")
   meta = rows.write(c, tok, out, epochs=2, process_count=2)
   return c, tok, out, meta

@@ -67,6 +67,15 @@ class TokenizedCorpus:
     return from_documents(docs, self.doc_ids[rows])
 
 
+_GOLDEN = 0.6180339887498949
+
+
+def is_eval_document(doc_ids, eval_fraction: float) -> np.ndarray:
+  """The eval split rule of every source: document d (its position in the source) is held out
+  when frac(d * golden_ratio) < eval_fraction (an even spread, independent of corpus size)."""
+  return np.modf(np.asarray(doc_ids).astype(np.float64) * _GOLDEN)[0] < eval_fraction
+
+
 def from_documents(docs: Sequence[Sequence[Sequence[int]]], doc_ids=None) -> TokenizedCorpus:
   sents = [np.asarray(s, np.int32) for d in docs for s in d]
   sent_lens = np.array([len(s) for s in sents], np.int64)

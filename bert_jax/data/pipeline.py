@@ -43,7 +43,6 @@ from bert_jax.data import corpora
 from bert_jax.data import instances as inst_lib
 from bert_jax.data import masking
 
-_GOLDEN = 0.6180339887498949
 EVAL_SEED_OFFSET = 0x3C6EF372  # the eval stream's seed: config.data.seed + this (not the train stream)
 _INT_KEYS = ("input_ids", "input_mask", "token_type_ids", "segment_ids", "position_ids")
 
@@ -111,8 +110,7 @@ def load_corpus(data_config, tokenizer, split: str, process_index: int, process_
                                                   process_index, process_count)
   else:
     corpus, host_sharded = _all_documents(c, tokenizer, src_split, stats), False
-  d = corpus.doc_ids.astype(np.float64)
-  is_eval = np.modf(d * _GOLDEN)[0] < c.eval_fraction
+  is_eval = inst_lib.is_eval_document(corpus.doc_ids, c.eval_fraction)
   if separate_eval:
     keep = np.ones_like(is_eval)
   else:

@@ -58,7 +58,6 @@ from bert_jax.data import instances as inst_lib
 from bert_jax.data import masking
 from bert_jax.data import preprocess
 
-_GOLDEN = 0.6180339887498949  # the eval split rule of pipeline.load_corpus
 _INDEX_VERSION = 2  # bump when build_rows or the window layout changes row counts
 # Eval documents are ~eval_fraction of the records, so an eval window of W documents reads
 # about W / eval_fraction records; a small one lets a few eval batches read only what they need.
@@ -151,7 +150,7 @@ def _documents(files: list[str], start: tuple[int, int], split: str, eval_fracti
   for file_no, rec_no, ids, toks, tok_rs, sls, sl_rs in ds.as_numpy_iterator():
     block = _Docs(ids, np.stack([np.full_like(rec_no, file_no), rec_no], 1), np.diff(tok_rs),
                   np.diff(sl_rs), toks.astype(np.int32), sls)
-    keep = (np.modf(ids.astype(np.float64) * _GOLDEN)[0] < eval_fraction) == want_eval
+    keep = inst_lib.is_eval_document(ids, eval_fraction) == want_eval
     if not keep.all():
       block = block.take(np.nonzero(keep)[0])
     stats["stream_documents_read"] = stats.get("stream_documents_read", 0) + len(block)
