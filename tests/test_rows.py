@@ -52,6 +52,8 @@ def test_records_give_the_batches_the_rows_would(env):
   kw = dict(batch_size=B, process_index=1, process_count=2)
   built = take(pipeline.train_iterator(c, tok, **kw), n)
   assert_same(built, take(pipeline.train_iterator(with_rows(env), tok, **kw), n))
+  # Masking several pieces at once keeps the order.
+  assert_same(built, take(pipeline.train_iterator(with_rows(env, mask_parallelism=3), tok, **kw), n))
   # Resume inside the second epoch's record: whole records skipped, then rows of one.
   start = n - 2
   assert start * B > per_epoch and start * B % per_epoch
@@ -88,6 +90,8 @@ def test_wrong_host_count_and_python_source_with_service_are_refused(env):
   c.service_address = "grpc://localhost:1"
   with pytest.raises(ValueError, match="needs config.data.rows_path"):
     pipeline.train_iterator(c, env[1], batch_size=B)
+  with pytest.raises(ValueError, match="mask_parallelism"):
+    pipeline.train_iterator(with_rows(env, mask_parallelism=0), env[1], batch_size=B, process_count=2)
   with pytest.raises(ValueError, match="exists"):
     rows.write(env[0], env[1], env[2], epochs=1, process_count=2)
 

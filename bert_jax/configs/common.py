@@ -140,6 +140,7 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
   # dispatcher) then runs reading, masking and batching on the service's CPU workers.
   c.rows_path = ""
   c.service_address = ""
+  c.mask_parallelism = 1             # pieces masked at once, order kept (more on many-core workers)
   # --- tokenizer ---
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.kind = "sentencepiece"   # sentencepiece | wordpiece

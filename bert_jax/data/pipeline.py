@@ -56,6 +56,9 @@ def validate(data_config, batch_size: int, process_index: int, process_count: in
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} must be in [0, {process_count}).")
   checks.instances(c)  # also run (with the other config.data checks) before anything is built
+  if not isinstance(c.get("mask_parallelism", 1), int) or c.get("mask_parallelism", 1) < 1:
+    raise ValueError(f"config.data.mask_parallelism={c.mask_parallelism!r} must be an int >= 1 (pieces "
+                     "masked at once).")
   if c.get("service_address", "") and not c.get("rows_path", ""):
     raise ValueError(f"config.data.service_address={c.service_address!r} needs config.data.rows_path: "
                      "a tf.data service worker runs only TF ops, and rows are built in Python; write "
@@ -341,7 +344,8 @@ def _stream(data_config, tokenizer, spec, split: str, *, batch_size, process_ind
     rows = _Rows(row_pieces(data_config, tokenizer, split, chunk_rows=chunk_rows, stats=stats, **kw), L)
     pieces = rows.dataset.prefetch(1)
   ds = masked_batches(pieces, spec, batch_size=batch_size, length=L, chunk_rows=chunk_rows,
-                      pad_id=tokenizer.pad_id, limit=limit)
+                      pad_id=tokenizer.pad_id, limit=limit,
+                      parallelism=data_config.get("mask_parallelism", 1))
   if data_config.get("service_address", ""):
     ds = ds.apply(tf.data.experimental.service.distribute(
         tf.data.experimental.service.ShardingPolicy.OFF, service=data_config.service_address))
