@@ -237,8 +237,8 @@ def masked_batches(pieces: tf.data.Dataset, spec: masking.MaskingSpec, *, batch_
 
 class _Rows:
   """A Python iterator of row pieces as a tf.data source (host-side: it runs in this process;
-  one pass). Each element is one `tf.numpy_function` call for the next piece (a third of
-  `from_generator`'s CPU time per row, which converts the pieces less directly). The source
+  one pass). Each element is one `tf.numpy_function` call for the next piece (`from_generator`
+  was much slower per row here). The source
   ends at an empty piece. It keeps the iterator's exception, so `Batches` re-raises it as it
   was (tf.data would wrap it in an OpError)."""
 
