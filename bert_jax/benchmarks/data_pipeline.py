@@ -11,7 +11,7 @@ masking, the headline, then BERT's nsp with token, whole_word and span masking).
 "bert_jax ... serial" adds up the two stages' time per row, each timed alone (TF's kernels
 may use every core): `instances.build_rows` for a whole epoch (shuffled order) and the
 masking function on pieces of `pipeline.default_chunk_rows` rows, i.e. what the row and
-masking code cost without the stream around them (threads, queues, copies, batching).
+masking code cost without the stream around them (tf.data, copies, batching).
 HF: DataCollatorForLanguageModeling (mlm_probability 0.15, 80/10/10, PyTorch) called on
 the same rows' token ids as lists (its usual input): it pads, builds the special-token
 mask and masks, nothing else. "HF core" calls torch_mask_tokens on an already padded
@@ -22,7 +22,6 @@ transformers is a test/benchmark dependency only.
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import os
 import pathlib
@@ -83,8 +82,7 @@ def _stage_us(corpus, c, tok, length, strategies, batch_size):
     n = min(pipeline.default_chunk_rows(batch_size, length, strategy), len(rows["input_ids"]))
     piece = {k: tf.constant(rows[k][:n]) for k in ("input_ids", "input_mask")}
     keys = tf.constant(masking.example_keys(0, 0, np.arange(n)))
-    fn = tf.function(functools.partial(masking.mask_batch, spec),
-                     jit_compile=strategy in masking.XLA_STRATEGIES)
+    fn = pipeline._mask_fn(spec, length)  # pylint: disable=protected-access  # the pipeline's own
     out[strategy] = 1e6 * _best_seconds(lambda: fn(piece, keys)["input_ids"].numpy()) / n
   return out
 
