@@ -69,7 +69,8 @@ def test_main_takes_a_packaged_config_by_name_outside_the_checkout(tmp_path):
 def test_entry_points_resolve_and_dependencies_come_from_requirements():
   scripts = PYPROJECT["project"]["scripts"]
   assert set(scripts) == {"bert-jax-train", "bert-jax-finetune", "bert-jax-convert",
-                          "bert-jax-preprocess", "bert-jax-infer", "bert-jax-ablate"}
+                          "bert-jax-preprocess", "bert-jax-rows", "bert-jax-infer",
+                          "bert-jax-ablate"}
   assert PYPROJECT["project"]["dynamic"] == ["dependencies"]
   assert PYPROJECT["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == ["requirements.txt"]
   assert all("==" in line for line in requirement_lines())

@@ -125,3 +125,38 @@ def test_tf_data_service_serves_the_same_batches(env, worker):
     if proc is not None:
       proc.kill()
       proc.wait()
+
+
+@pytest.mark.slow
+def test_console_entry_point_writes_the_same_records(env, tmp_path):
+  """`bert-jax-rows` (rows.cli) with the run's config flags writes the records rows.write does."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
+  from bert_jax import configs  # pylint: disable=g-import-not-at-top
+  c, tok, out, _ = env
+  workdir = tmp_path / "run"
+  shutil.copytree(os.path.dirname(tok.path), workdir / "tokenizer")  # the run's trained tokenizer
+  base = configs.load("bert.py:tiny,runlocal").data
+  flat = lambda d: {k: v for k, v in config_dict.ConfigDict(d).items(preserve_field_references=False)}
+  overrides = []
+  for section, have, default in [("", c, base), ("tokenizer.", c.tokenizer, base.tokenizer)]:
+    for k, v in flat(have).items():
+      if not isinstance(v, config_dict.ConfigDict) and v != default[k]:
+        overrides.append(f"--config.data.{section}{k}={v}")
+  mine = str(tmp_path / "rows" / "wiki")
+  r = subprocess.run([sys.executable, "-c", "from bert_jax.data import rows; rows.cli()",
+                      "--config=bert.py:tiny,runlocal", f"--workdir={workdir}", f"--output={mine}",
+                      "--epochs=2", "--process_count=2", *overrides],
+                     capture_output=True, text=True, timeout=300,
+                     env=dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2"))
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "--config.data.rows_path=" in r.stdout
+  theirs = sorted(os.listdir(os.path.dirname(out)))
+  assert sorted(os.listdir(os.path.dirname(mine))) == theirs and len(theirs) > 2
+  assert open(out + ".json").read() == open(mine + ".json").read()
+  for name in theirs:
+    if name.endswith(".tfrecord"):  # the same pieces (Example bytes need not be canonical)
+      read = lambda d: [{k: (f.bytes_list.value[0]) for k, f in tf.train.Example.FromString(
+          r.numpy()).features.feature.items()} for r in tf.data.TFRecordDataset(os.path.join(d, name))]
+      a, b = read(os.path.dirname(out)), read(os.path.dirname(mine))
+      assert len(a) == len(b) > 0 and all(x == y for x, y in zip(a, b)), name

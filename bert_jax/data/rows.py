@@ -60,6 +60,8 @@ def write(data_config, tokenizer, output: str, *, epochs: int, process_count: in
   if tf.io.gfile.exists(_meta_path(output)):
     raise ValueError(f"{_meta_path(output)} exists: row records were written there already; choose "
                      "another --output or delete them.")
+  if os.path.dirname(output):
+    tf.io.gfile.makedirs(os.path.dirname(output))  # local folders (no-op on object stores)
   stats = stats if stats is not None else {}
   piece_rows = pipeline.default_chunk_rows(1, c.max_seq_length, "token")
   splits = {}
@@ -154,7 +156,8 @@ def main(argv) -> None:
   print(f"wrote {_meta_path(f.output)}; train with --config.data.rows_path={f.output}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """Console entry point `bert-jax-rows` (flags are defined here, not at import)."""
   from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
   from bert_jax import configs  # pylint: disable=g-import-not-at-top
   configs.define_flag("config", "configs/<family>.py:<arg>: the data settings of the training run")
@@ -164,3 +167,7 @@ if __name__ == "__main__":
   flags.DEFINE_integer("process_count", 1, "hosts of the training run (rows are per host)")
   flags.mark_flags_as_required(["config", "workdir", "output"])
   app.run(main)
+
+
+if __name__ == "__main__":
+  cli()
