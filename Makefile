@@ -27,7 +27,7 @@ train: $(VENV)/.runtime
 test: $(VENV)/.test
 	$(PY) -m pytest -q tests -m "not slow and not proof" $(PYTEST_ARGS)
 
-# Long checks (59 tests, about 40 minutes estimated): every family x every sharding preset, two processes via
+# Long checks (60 tests, about 40 minutes estimated): every family x every sharding preset, two processes via
 # jax.distributed, 600-step pretraining runs of each family, fine-tuning, QA/tagging, distillation,
 # ablation kill/restart, notebooks.
 # CI runs them after `make test`.
