@@ -323,7 +323,8 @@ def _select_spans(spec, keys, cand, wid, budget):
     return r + 1, wcov | span, run, used, hist, tf.reduce_any(ok)
 
   # A round that places nothing anywhere ends the loop: one idle last round instead of a
-  # separate "does any uncovered word fit" test before every round (25% of the time).
+  # separate "does any uncovered word fit" test before every round (a quarter of the loop's
+  # time on CPU).
   cond = lambda *state: state[-1]
   run = tf.clip_by_value(n_words[:, None] - w, 0, n_max)  # nothing covered yet
   init = (tf.constant(0), tf.zeros_like(cand), run, tf.zeros([B], tf.int32),
