@@ -230,7 +230,7 @@ def procs():
       p.communicate()
 
 
-@pytest.mark.slow
+@pytest.mark.proof  # about 6 minutes: too long for CI's budget (README has its last result)
 def test_sweep_killed_and_restarted_equals_uninterrupted(tmp_path, procs):
   sst2 = write_data(tmp_path)
   args = sweep_args(tmp_path, sst2)

@@ -63,6 +63,7 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
   assert tree_max_diff(full["state"]["opt_state"], second["state"]["opt_state"]) == 0.0
 
 
+@pytest.mark.slow  # about 25 s
 def test_sigterm_during_async_save_then_resume(tmp_path, monkeypatch):
   """SIGTERM arrives while the step-n async save is in flight: the run saves, stops, resumes exactly."""
   n = 2

@@ -97,6 +97,7 @@ def test_one_step_every_preset_matches_single_device(family):
   _check_family(family, list(MESHES.items()))
 
 
+@pytest.mark.slow  # about 15 s
 def test_aot_compile_reports_fsdp_sharded_state():
   """bert_jax.benchmarks.aot_compile on the 8 fake CPU devices: FSDP holds about 1/4 of the
   state per device that data parallelism holds (XLA's memory analysis of the compiled step)."""

@@ -39,8 +39,10 @@ def _train(c, tmp_path, tokenizer_dir):
   return out
 
 
+# BERT in CI; ALBERT and ELECTRA (2.5 minutes each) are proofs that do not fit CI (README has their last result).
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["bert", "albert", "electra"])
+@pytest.mark.parametrize("family", ["bert", pytest.param("albert", marks=pytest.mark.proof),
+                                    pytest.param("electra", marks=pytest.mark.proof)])
 def test_tiny_pretraining_learns(family, tmp_path, tokenizer_dir):
   steps = 600  # as `make train`; ~3-4 min per family on 2 busy CPU cores
   out = _train(_config(family, steps), tmp_path, tokenizer_dir)
