@@ -6,7 +6,7 @@ import pathlib
 # LLVM optimization level 1 for XLA's CPU backend: the suite compiles hundreds of small programs
 # and compiling dominates (a tiny ELECTRA gradient compiles in 6 s instead of 14 s); the HLO
 # passes, hence the programs' semantics, are unchanged. Subprocesses inherit it. Level 0 compiles
-# faster still but runs some programs so slowly that one fake device misses XLA's 40 s
+# faster still but runs some programs so slowly that one fake device misses the deadline of XLA's
 # collective rendezvous and the process aborts (the Chinese WWM pretraining test).
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
