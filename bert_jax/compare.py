@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-RESULTS_FILE = "results.json"  # bert_jax.finetune writes it in its workdir
+from bert_jax.ablate import RESULTS_FILE  # bert_jax.finetune's, in its workdir
 
 
 def load(workdir: str) -> dict[str, Any]:
