@@ -44,16 +44,11 @@ RESUMABLE = ("preempted", "halted")
 
 
 def _maybe_initialize_distributed() -> None:
-  """jax.distributed.initialize() when this is one process of several (must precede any jax use)."""
-  import jax  # pylint: disable=g-import-not-at-top
+  """jax.distributed.initialize() when this is one process of several (must precede any jax use):
+  an explicit coordinator, or a cluster as JAX detects it (bert_jax.distributed)."""
+  from bert_jax import distributed  # pylint: disable=g-import-not-at-top  # imports jax: after flag parsing
 
-  if "JAX_COORDINATOR_ADDRESS" in os.environ:
-    jax.distributed.initialize(
-        coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-        num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-        process_id=int(os.environ["JAX_PROCESS_ID"]))
-  elif os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0 or os.environ.get("SLURM_NTASKS", "1") != "1":
-    jax.distributed.initialize()  # auto-detects Cloud TPU pod slices and SLURM
+  distributed.maybe_initialize()
 
 
 def main(argv, finetune_only: bool = False) -> None:
