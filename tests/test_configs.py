@@ -1,11 +1,14 @@
 """Config files: parameter counts of every size variant (jax.eval_shape, nothing allocated)
 against published counts, and invalid model configs failing at config time."""
 
+import dataclasses
 import importlib
+import json
 
 import pytest
 
 from bert_jax import models
+from bert_jax.models import config as model_config_lib
 
 
 # Published parameter counts (papers / google-research READMEs). What is counted is the HF
@@ -114,3 +117,22 @@ def test_invalid_model_config_names_the_key(override, key):
 def test_unknown_model_key_is_rejected():
   with pytest.raises(ValueError, match="hidden_sizes"):
     models.validate({**BASE, "hidden_sizes": 3})
+
+
+def test_config_model_is_built_from_the_model_dataclass():
+  """config.model's keys, defaults, types and order are ModelConfig's fields (written once)."""
+  from bert_jax.configs import common  # pylint: disable=g-import-not-at-top
+  fields = [f for f in dataclasses.fields(models.ModelConfig)
+            if f.name not in model_config_lib.CODE_ONLY_FIELDS]
+  c = common.model_config()
+  assert list(json.loads(c.to_json())) == [f.name for f in fields]  # to_json keeps the order
+  for f in fields:
+    assert c[f.name] == f.default and type(c[f.name]) is type(f.default), f.name
+  assert models.validate(c) == models.ModelConfig()
+  # Code-only fields are set by code (the ELECTRA generator's head), never by a config.
+  names = {f.name for f in dataclasses.fields(models.ModelConfig)}
+  assert set(model_config_lib.CODE_ONLY_FIELDS) <= names
+  assert not set(model_config_lib.CODE_ONLY_FIELDS) & set(c)
+  assert common.model_config(hidden_size=256).hidden_size == 256
+  with pytest.raises(TypeError):  # the type of a key is its default's, as before
+    common.model_config().hidden_size = "wide"

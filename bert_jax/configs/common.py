@@ -4,9 +4,10 @@ A family file's `get_config(arg)` takes the string after the colon of
 `--config=configs/<family>.py:<arg>` and returns one `ml_collections.ConfigDict`
 with four sections that each part of the code owns:
 
-  config.model       the encoder (bert_jax.models), HF-style key names
+  config.model       the encoder (bert_jax.models), HF-style key names; schema and defaults:
+                     bert_jax.models.config.ModelConfig
   config.data        corpus, tokenizer, instance building and masking (bert_jax.data)
-  config.objective   what the loss computes (bert_jax.objectives)
+  config.objective   what the loss computes (bert_jax.tasks)
   config.train / optimizer / mesh / checkpoint / eval / log / init   the loop (bert_jax.train)
 
 `arg` is a comma separated list: a bare first token is the size variant, other bare
@@ -16,7 +17,11 @@ tokens are booleans set to True, `key=value` tokens are typed by their default:
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
+
+from bert_jax.models import config as model_config_lib
 
 # Logical axis names used by the model code. Mapping them to mesh axes happens only in
 # bert_jax/sharding.py (presets) and may be overridden by config.mesh.logical_axis_rules.
@@ -57,59 +62,18 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 
 
 def model_config(**overrides) -> ml_collections.ConfigDict:
-  """Encoder hyperparameters. Names follow HuggingFace's config.json where one exists."""
+  """Encoder hyperparameters: the fields and defaults of bert_jax.models.config.ModelConfig.
+
+  Keys, defaults, their order and their meanings are written once, on the dataclass; the
+  fields it sets in code (CODE_ONLY_FIELDS) are not config keys.
+  """
   c = ml_collections.ConfigDict()
-  c.family = "bert"                  # bert | albert | electra
-  c.vocab_size = 30522
-  c.hidden_size = 768
-  c.num_hidden_layers = 12
-  c.num_attention_heads = 12
-  c.intermediate_size = 3072
-  c.hidden_act = "gelu"              # gelu (exact erf) | gelu_new / gelu_pytorch_tanh (tanh) | relu | silu
-  c.hidden_dropout_prob = 0.1
-  c.attention_probs_dropout_prob = 0.1
-  c.max_position_embeddings = 512
-  c.type_vocab_size = 2
-  c.layer_norm_eps = 1e-12
-  c.initializer_range = 0.02
-  # Factorized embedding (ALBERT, ELECTRA); 0 means "same as hidden_size".
-  c.embedding_size = 0
-  # Cross-layer sharing with ALBERT's semantics: layer i uses group
-  # i * num_hidden_groups // num_hidden_layers; each group holds inner_group_num layers.
-  # 0 means "num_hidden_layers" (no sharing, BERT).
-  c.num_hidden_groups = 0
-  c.inner_group_num = 1
-  c.use_pooler = True
-  # ELECTRA generator as fractions of the discriminator (reference: hidden 0.25 / 1/3).
-  c.generator_hidden_size = 0.25
-  c.generator_layers = 1.0
-  c.generator_num_attention_heads = 0  # 0: max(1, generator hidden // 64) as the reference
-  c.generator_intermediate_size = 0    # 0: 4 * generator hidden
-  # Compute dtype; parameters are always float32.
-  c.dtype = "float32"                # float32 | bfloat16
-  c.remat = False                    # rematerialise each layer in the backward pass
-  # Remat policy (overrides `remat` when set): none | full | dots_saveable (keep matmul outputs,
-  # recompute the rest) | dots_with_no_batch_dims_saveable; empty: full if remat else none.
-  c.remat_policy = ""
-  # Run the layers through one flax.linen.scan (compile time of deep models): params stacked
-  # [num_hidden_layers, ...] under encoder/layers, logical axis "layers" (replicated). ALBERT
-  # groups keep their tree; inner_group_num > 1 is refused. See README "scan_layers".
-  c.scan_layers = False
-  # Attention kernel: xla | cudnn (fused, NVIDIA GPU, bfloat16) via jax.nn.dot_product_attention,
-  # or explicit (einsum + softmax). Training with attention dropout > 0 uses explicit.
-  c.attention_impl = "xla"
-  # Parameter-efficient fine-tuning, off by default (pretraining trees unchanged).
-  # LoRA: y += dropout(x) A B * lora_alpha / lora_rank on the targeted kernels of every layer
-  # (A: lora_a, B: lora_b = 0 at init). Targets: query, key, value, attention_output,
-  # intermediate, output (FFN out); shorthands q, k, v, out, ffn (= intermediate,output).
-  c.lora_rank = 0                    # 0: off
-  c.lora_alpha = 16.0
-  c.lora_dropout = 0.0
-  c.lora_targets = "query,value"
-  # Houlsby bottleneck adapters (H -> adapter_size -> H + skip, identity at init) after the
-  # attention output and/or the FFN output, before each residual add + LayerNorm.
-  c.adapter_size = 0                 # 0: off
-  c.adapter_placement = "attention,ffn"   # attention | ffn | attention,ffn
+  for field in dataclasses.fields(model_config_lib.ModelConfig):
+    if field.name in model_config_lib.CODE_ONLY_FIELDS:
+      continue
+    if field.default is dataclasses.MISSING:
+      raise TypeError(f"ModelConfig.{field.name} needs a default to be a config.model key.")
+    c[field.name] = field.default
   c.update(overrides)
   return c
 

@@ -1,7 +1,8 @@
 """Model configuration: a frozen dataclass built from `config.model`, and its validation.
 
 The Flax modules hold a `ModelConfig` (hashable, immutable) rather than a ConfigDict.
-Key names follow HuggingFace's config.json (see configs/common.py::model_config).
+Its fields and defaults are the schema of `config.model` too (configs/common.py::model_config
+is built from them); key names follow HuggingFace's config.json.
 """
 
 from __future__ import annotations
@@ -25,17 +26,25 @@ LORA_TARGETS = ("query", "key", "value", "attention_output", "intermediate", "ou
 LORA_SHORTHANDS = {"q": ("query",), "k": ("key",), "v": ("value",), "out": ("attention_output",),
                    "ffn": ("intermediate", "output")}
 ADAPTER_PLACEMENTS = ("attention", "ffn")
+# Fields set by code, not by a config: configs/common.py::model_config leaves them out of
+# config.model (generator_config sets mlm_act).
+CODE_ONLY_FIELDS = ("mlm_act",)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Encoder hyperparameters (see configs/common.py::model_config for meanings)."""
-  family: str = "bert"
+  """Encoder hyperparameters; names follow HuggingFace's config.json where one exists.
+
+  The one place the model's keys and defaults are written: configs/common.py::model_config
+  builds `config.model` from these fields (all but CODE_ONLY_FIELDS), in this order.
+  """
+  family: str = "bert"             # see FAMILIES
   vocab_size: int = 30522
   hidden_size: int = 768
   num_hidden_layers: int = 12
   num_attention_heads: int = 12
   intermediate_size: int = 3072
+  # gelu (exact erf) | gelu_new / gelu_pytorch_tanh (tanh) | relu | silu; see ACTIVATIONS.
   hidden_act: str = "gelu"
   hidden_dropout_prob: float = 0.1
   attention_probs_dropout_prob: float = 0.1
@@ -43,29 +52,51 @@ class ModelConfig:
   type_vocab_size: int = 2
   layer_norm_eps: float = 1e-12
   initializer_range: float = 0.02
-  embedding_size: int = 0          # 0: hidden_size
-  num_hidden_groups: int = 0       # 0: num_hidden_layers (no sharing)
+  # Factorized embedding (ALBERT, ELECTRA); 0 means "same as hidden_size".
+  embedding_size: int = 0
+  # Cross-layer sharing with ALBERT's semantics: layer i uses group
+  # i * num_hidden_groups // num_hidden_layers; each group holds inner_group_num layers.
+  # 0 means "num_hidden_layers" (no sharing, BERT).
+  num_hidden_groups: int = 0
   inner_group_num: int = 1
   use_pooler: bool = True
+  # ELECTRA generator as fractions of the discriminator (reference: hidden 0.25 / 1/3).
   generator_hidden_size: float = 0.25
   generator_layers: float = 1.0
-  generator_num_attention_heads: int = 0   # 0: max(1, generator hidden // 64)
+  generator_num_attention_heads: int = 0   # 0: max(1, generator hidden // 64) as the reference
   generator_intermediate_size: int = 0     # 0: 4 * generator hidden
+  # Compute dtype (see DTYPES); parameters are always float32.
   dtype: str = "float32"
-  remat: bool = False              # = remat_policy "full" (kept for old configs)
-  remat_policy: str = ""           # "" : "full" if remat else "none"; see REMAT_POLICIES
-  attention_impl: str = "xla"      # see ATTENTION_IMPLS
-  scan_layers: bool = False        # run the layers through nn.scan (see layers.Encoder)
+  # Rematerialise each layer in the backward pass (= remat_policy "full"; kept for old configs).
+  remat: bool = False
+  # Remat policy (overrides `remat` when set): none | full | dots_saveable (keep matmul outputs,
+  # recompute the rest) | dots_with_no_batch_dims_saveable; empty: full if remat else none.
+  remat_policy: str = ""
+  # Run the layers through one flax.linen.scan (compile time of deep models): params stacked
+  # [num_hidden_layers, ...] under encoder/layers, logical axis "layers" (replicated). ALBERT
+  # groups keep their tree; inner_group_num > 1 is refused. See README "scan_layers" and
+  # layers.Encoder.
+  scan_layers: bool = False
+  # Attention kernel (ATTENTION_IMPLS): xla | cudnn (fused, NVIDIA GPU, bfloat16) via
+  # jax.nn.dot_product_attention, or explicit (einsum + softmax). Training with attention
+  # dropout > 0 uses explicit.
+  attention_impl: str = "xla"
   # Activation of the MLM transform; "" means hidden_act. HF's ELECTRA generator head
-  # hard-codes exact gelu, which `generator_config` sets here.
+  # hard-codes exact gelu, which `generator_config` sets here. Not a config.model key
+  # (CODE_ONLY_FIELDS).
   mlm_act: str = ""
-  # Parameter-efficient fine-tuning (all off by default; see configs/common.py::model_config).
-  lora_rank: int = 0               # 0: no LoRA
-  lora_alpha: float = 16.0         # LoRA update scaled by alpha / rank (as PEFT)
+  # Parameter-efficient fine-tuning, off by default (pretraining trees unchanged).
+  # LoRA: y += dropout(x) A B * lora_alpha / lora_rank on the targeted kernels of every layer
+  # (A: lora_a, B: lora_b = 0 at init). Targets: query, key, value, attention_output,
+  # intermediate, output (FFN out); shorthands q, k, v, out, ffn (= intermediate,output).
+  lora_rank: int = 0               # 0: off
+  lora_alpha: float = 16.0         # the update is scaled by alpha / rank (as PEFT)
   lora_dropout: float = 0.0        # dropout on the LoRA branch input
   lora_targets: str = "query,value"
-  adapter_size: int = 0            # 0: no bottleneck adapters
-  adapter_placement: str = "attention,ffn"
+  # Houlsby bottleneck adapters (H -> adapter_size -> H + skip, identity at init) after the
+  # attention output and/or the FFN output, before each residual add + LayerNorm.
+  adapter_size: int = 0            # 0: off
+  adapter_placement: str = "attention,ffn"   # attention | ffn | attention,ffn
 
   @property
   def emb_size(self) -> int:
