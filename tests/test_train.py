@@ -14,14 +14,19 @@ import numpy as np
 import pytest
 
 from bert_jax.data import synthetic
+from bert_jax import state as state_lib
+from bert_jax import steps as steps_lib
 from bert_jax import train
+from bert_jax.tasks import base
+from bert_jax.tasks import pretraining
+from bert_jax.tasks import registry
 from train_testlib import ROOT, tiny_config, tree_max_diff
 
 
 def _no_compile(monkeypatch):
   def boom(*a, **k):
     raise AssertionError("compiled before validating")
-  monkeypatch.setattr(train, "compile_steps", boom)
+  monkeypatch.setattr(steps_lib, "compile_steps", boom)
 
 
 @pytest.mark.parametrize("edit,match", [
@@ -61,12 +66,12 @@ def test_grad_accumulation_matches_full_batch():
     c = tiny_config("bert", batch=32)
     c.model.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     c.train.grad_accum_steps = accum
-    s = train.setup(c)
-    step, _, init = train.compile_steps(c, s)
+    s = state_lib.setup(c, registry.get_task(c))
+    step, _, init = steps_lib.compile_steps(c, s)
     state = init(jax.random.PRNGKey(0))
-    with train.mesh_context(s["mesh"], s["rules"]):
+    with steps_lib.mesh_context(s.mesh, s.rules):
       for i in range(2):
-        state, m = step(state, train._to_global(_equal_weight_batch(c, i, 32), s))  # pylint: disable=protected-access
+        state, m = step(state, steps_lib.to_global(_equal_weight_batch(c, i, 32), s))
     results.append((jax.device_get(state["params"]), float(np.asarray(m["loss"])[0] / np.asarray(m["loss"])[1])))
   (p1, l1), (p4, l4) = results
   assert abs(l1 - l4) < 1e-5
@@ -74,10 +79,10 @@ def test_grad_accumulation_matches_full_batch():
 
 
 def test_nonfinite_steps_are_skipped_and_stop_the_run(tmp_path, monkeypatch):
-  real = train.make_inputs
+  real = pretraining.Pretraining.inputs
 
-  def poisoned(config, workdir, start_batch):
-    it, eval_fn = real(config, workdir, start_batch)
+  def poisoned(task, workdir, start_batch):
+    it, eval_fn = real(task, workdir, start_batch)
 
     def gen():
       for i, b in enumerate(it, start=start_batch):
@@ -91,7 +96,7 @@ def test_nonfinite_steps_are_skipped_and_stop_the_run(tmp_path, monkeypatch):
   c.train.max_consecutive_nonfinite = 3
   c.train.halt_after_steps = 2
   good = train.train_and_evaluate(c, str(tmp_path / "good"))
-  monkeypatch.setattr(train, "make_inputs", poisoned)
+  monkeypatch.setattr(pretraining.Pretraining, "inputs", poisoned)
   c.train.halt_after_steps = 0
   out = train.train_and_evaluate(c, str(tmp_path / "bad"))
   assert out["status"] == "nonfinite"
@@ -224,15 +229,14 @@ def test_electra_discriminator_learns_replaced_tokens():
   c = tiny_config("electra", steps=200, batch=16)
   c.model.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
   c.optimizer.learning_rate = 3e-3
-  s = train.setup(c, devices=jax.devices()[:1])
-  step, _, init = train.compile_steps(c, s)
+  s = state_lib.setup(c, registry.get_task(c), devices=jax.devices()[:1])
+  step, _, init = steps_lib.compile_steps(c, s)
   state = init(jax.random.PRNGKey(0))
-  batch = train._to_global(synthetic.batch(c, 0, 16, 0), s)  # pylint: disable=protected-access
-  with train.mesh_context(s["mesh"], s["rules"]):
+  batch = steps_lib.to_global(synthetic.batch(c, 0, 16, 0), s)
+  with steps_lib.mesh_context(s.mesh, s.rules):
     for _ in range(100):
       state, m = step(state, batch)
-  from bert_jax import objectives  # pylint: disable=g-import-not-at-top
-  v = objectives.reduce_metrics(m)
+  v = base.reduce_metrics(m)
   assert v["disc_accuracy"] > 1 - v["disc_replaced_fraction"] + 0.03, v
   assert v["disc_recall"] > 0.5 and v["gen_accuracy"] > 0.3, v
 
@@ -241,18 +245,16 @@ def test_electra_discriminator_learns_replaced_tokens():
 def test_frozen_state_reaches_the_loss_and_is_never_trained_nor_saved(tmp_path, monkeypatch):
   """The contract's room for a teacher: a task's frozen_params() arrive in loss() on the
   devices, get no optimizer state, and stay out of the checkpoint."""
-  from bert_jax import objectives  # pylint: disable=g-import-not-at-top
-
-  class Scaled(objectives.Pretraining):
+  class Scaled(pretraining.Pretraining):
     def frozen_params(self):
       return {"teacher_scale": np.full((8,), 3.0, np.float32)}
 
     def loss(self, params, batch, rng, deterministic=False, frozen=None):
       loss, metrics = super().loss(params, batch, rng, deterministic)
       scaled = loss * frozen["teacher_scale"][0]
-      return scaled, dict(metrics, scaled=objectives._pair(scaled, 1.0))  # pylint: disable=protected-access
+      return scaled, dict(metrics, scaled=base.pair(scaled, 1.0))
 
-  monkeypatch.setattr(objectives, "get_task", Scaled)
+  monkeypatch.setattr(registry, "get_task", Scaled)
   train._SETUP_CACHE.clear()  # pylint: disable=protected-access
   c = tiny_config("bert", steps=2)
   c.log.every_steps = 1
