@@ -8,15 +8,16 @@ PYTEST_ARGS ?=
 .PHONY: train test test-slow test-proof bench clean
 
 # The package itself is installed editable (pyproject.toml): .venv/bin/bert-jax-* entry points.
-$(VENV)/.runtime: requirements.txt pyproject.toml
+# constraints.txt pins every transitive dependency (tests/constraints_lock.py writes it from a .venv).
+$(VENV)/.runtime: requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -c constraints.txt -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-$(VENV)/.test: $(VENV)/.runtime requirements-test.txt
-	$(PY) -m pip install -q -r requirements-test.txt
+$(VENV)/.test: $(VENV)/.runtime requirements-test.txt constraints.txt
+	$(PY) -m pip install -q -c constraints.txt -r requirements-test.txt
 	touch $@
 
 # The main job: a short pretraining on the built-in corpus (a few minutes on a 2-core CPU).

@@ -1,9 +1,14 @@
 """Packaging: configs as package code (loadable by name without a configs/ folder), the console
-entry points of pyproject.toml, dependencies equal to requirements.txt, and (slow) a wheel built
-and installed apart from the checkout whose `bert-jax-train` runs the README's job for 3 steps."""
+entry points of pyproject.toml, dependencies equal to requirements.txt, the metadata (Apache-2.0
+LICENSE, classifiers, one version, the tensorboard extra), constraints.txt pinning every
+transitive dependency as installed and used by `make`, and (slow) a wheel built and installed
+apart from the checkout whose `bert-jax-train` runs the README's job for 3 steps."""
 
 import ast
+import hashlib
+import importlib.metadata
 import os
+import re
 import pathlib
 import subprocess
 import sys
@@ -14,6 +19,8 @@ import pytest
 
 from conftest import ROOT
 
+import bert_jax
+import constraints_lock
 from bert_jax import configs
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -71,7 +78,7 @@ def test_entry_points_resolve_and_dependencies_come_from_requirements():
   assert set(scripts) == {"bert-jax-train", "bert-jax-finetune", "bert-jax-convert",
                           "bert-jax-preprocess", "bert-jax-rows", "bert-jax-infer",
                           "bert-jax-ablate"}
-  assert PYPROJECT["project"]["dynamic"] == ["dependencies"]
+  assert PYPROJECT["project"]["dynamic"] == ["version", "dependencies"]
   assert PYPROJECT["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == ["requirements.txt"]
   assert all("==" in line for line in requirement_lines())
   absent = []
@@ -85,6 +92,54 @@ def test_entry_points_resolve_and_dependencies_come_from_requirements():
     assert func in {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}, name
   if absent:
     pytest.skip(f"not in this checkout yet: {absent}")
+
+
+# The Apache License 2.0 as the Apache Software Foundation publishes it (LICENSE-2.0.txt).
+APACHE_2_MD5 = "3b83ef96387f14655fc854ddc3c6bd57"
+
+
+def test_license_and_metadata():
+  project = PYPROJECT["project"]
+  assert hashlib.md5((ROOT / "LICENSE").read_bytes()).hexdigest() == APACHE_2_MD5
+  assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+  assert project["authors"] and project["requires-python"] == ">=3.11"
+  classifiers = project["classifiers"]
+  assert "Programming Language :: Python :: 3.11" in classifiers
+  assert not any(c.startswith("License ::") for c in classifiers)  # the SPDX expression says it (PEP 639)
+  # One version: pyproject reads bert_jax.__version__; the installed (editable) metadata agrees.
+  assert "version" not in project
+  assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "bert_jax.__version__"}
+  assert re.fullmatch(r"\d+\.\d+\.\d+", bert_jax.__version__)
+  assert importlib.metadata.version("bert_jax") == bert_jax.__version__
+
+
+def test_tensorboard_extra_is_pinned():
+  extra = PYPROJECT["project"]["optional-dependencies"]["tensorboard"]
+  assert len(extra) == 1 and re.fullmatch(r"tensorboard==\d+\.\d+\.\d+", extra[0])
+  try:  # when installed (pip install -e '.[tensorboard]'), it is the pinned one
+    assert importlib.metadata.version("tensorboard") == extra[0].split("==")[1]
+  except importlib.metadata.PackageNotFoundError:
+    pass
+
+
+def test_constraints_pin_every_transitive_dependency_as_installed():
+  """constraints.txt is what tests/constraints_lock.py writes from this environment: every
+  distribution the requirements files pull in, at its installed version, the top-level pins left
+  to those files; `make` installs with it."""
+  text = (ROOT / "constraints.txt").read_text()
+  assert text == constraints_lock.constraints_text(), (
+      "constraints.txt differs from this environment: .venv/bin/python tests/constraints_lock.py")
+  pins = constraints_lock.read_constraints()
+  top = {r.name.lower().replace("_", "-") for r in constraints_lock.top_level_requirements()}
+  assert pins and not top & set(pins)
+  assert {"numpy", "protobuf", "ml-dtypes", "opt-einsum", "tensorstore"} <= set(pins)  # via jax, tf, orbax
+  for line in (ROOT / "requirements.txt").read_text().splitlines():  # the top-level pins are untouched
+    if line and not line.startswith("#"):
+      name, version = line.split("==")
+      assert importlib.metadata.version(name) == version, line
+  makefile = (ROOT / "Makefile").read_text()
+  installs = [line.strip() for line in makefile.splitlines() if "pip install" in line and " -r " in line]
+  assert installs and all("-c constraints.txt" in line for line in installs), installs
 
 
 @pytest.mark.slow
@@ -103,7 +158,13 @@ def test_wheel_installs_apart_from_the_checkout_and_trains(tmp_path):
   assert {f"bert_jax/configs/{n}.py" for n in configs.NAMES + ("common", "__init__")} <= names
   assert not any(n.startswith(("configs/", "tests/", "colab/")) for n in names)
   requires = [line.split(": ", 1)[1] for line in meta.splitlines() if line.startswith("Requires-Dist: ")]
-  assert requires == requirement_lines()
+  assert requires[:len(requirement_lines())] == requirement_lines()
+  assert requires[len(requirement_lines()):] == ['tensorboard==2.21.0; extra == "tensorboard"']
+  assert f"Version: {bert_jax.__version__}" in meta and "License-Expression: Apache-2.0" in meta
+  assert "Provides-Extra: tensorboard" in meta and "License-File: LICENSE" in meta
+  license_file = next(n for n in names if n.endswith(".dist-info/licenses/LICENSE"))
+  with zipfile.ZipFile(wheel) as z:
+    assert hashlib.md5(z.read(license_file)).hexdigest() == APACHE_2_MD5
   assert "bert-jax-train = bert_jax.main:run" in entry
   site = tmp_path / "site"
   subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
