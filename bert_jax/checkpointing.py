@@ -202,6 +202,25 @@ class Checkpointer:
     self.manager.close()
 
 
+def read_params(directory: str, step: int) -> Any:
+  """The params of one saved train state, as numpy, by the shapes stored with them: no model,
+  optimizer or other state is built or read (each process reads whole arrays)."""
+  manager = ocp.CheckpointManager(_abspath(directory), options=ocp.CheckpointManagerOptions(
+      read_only=True, create=False), item_handlers={"state": ocp.PyTreeCheckpointHandler()})
+  try:
+    metadata = manager.item_metadata(step)
+    if metadata is None or metadata["state"] is None or "params" not in metadata["state"]:
+      raise ValueError(f"No readable checkpoint at step {step} in {directory}.")
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = {"params": jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+                                       metadata["state"]["params"])}
+    out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract), partial_restore=True)))
+  finally:
+    manager.close()
+  return jax.device_get(out["state"]["params"])
+
+
 def abstract_like(tree: Any) -> Any:
   """ShapeDtypeStructs (with shardings) of a pytree of arrays."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)

@@ -92,7 +92,7 @@ def forward_flops(model_config: Any, batch_size: int, seq_len: int, max_predicti
 
 
 def task_head(task) -> tuple[str, int]:
-  """(head, num_labels) of a bert_jax.objectives.Task, from its model class."""
+  """(head, num_labels) of a bert_jax.tasks.base.Task, from its model class."""
   from bert_jax import models  # pylint: disable=g-import-not-at-top
   model = task.model
   if isinstance(model, models.ForSequenceClassification):
@@ -107,7 +107,7 @@ def task_head(task) -> tuple[str, int]:
 def train_step_flops(config, task=None) -> float:
   """Model FLOPs of one train step of `config` (the whole global batch): 3x the forward pass.
 
-  `task` (bert_jax.objectives.Task) picks the head; default: pretraining ("mlm")."""
+  `task` (bert_jax.tasks.base.Task) picks the head; default: pretraining ("mlm")."""
   head, labels = task_head(task) if task is not None else ("mlm", 0)
   L = config.data.max_seq_length
   P = config.data.get("max_predictions_per_seq", 0) if head == "mlm" else 0

@@ -60,7 +60,10 @@ def main(argv, finetune_only: bool = False) -> None:
   _maybe_initialize_distributed()
   import jax  # pylint: disable=g-import-not-at-top
 
+  # After jax.distributed: the library (and TensorFlow through it) loads once the cluster is up.
+  from bert_jax import finetune  # pylint: disable=g-import-not-at-top
   from bert_jax import train  # pylint: disable=g-import-not-at-top
+  from bert_jax.tasks import registry  # pylint: disable=g-import-not-at-top
 
   # Orbax logs every save step at INFO through absl; keep the console to our progress lines.
   absl_logging.set_verbosity(absl_logging.WARNING if jax.process_index() == 0 else absl_logging.ERROR)
@@ -68,8 +71,7 @@ def main(argv, finetune_only: bool = False) -> None:
   # Data workers must not grab accelerator memory; tf is imported lazily by bert_jax.data only.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   config = _CONFIG.value
-  if config.objective.name == "classify":  # fine-tuning: seeds, best-epoch scoring, results.json
-    from bert_jax import finetune  # pylint: disable=g-import-not-at-top
+  if registry.task_class(config).finetuning:  # seeds, best-epoch scoring, results.json
     try:
       finetune.run(config, _WORKDIR.value)
     except finetune.Incomplete as e:

@@ -5,7 +5,7 @@ r"""Fine-tuning side by side: bert_jax (full, LoRA, adapters) and HF PyTorch on 
 
 Both sides start from the same HF checkpoint, see a fixed random subset of train.tsv
 (--train_examples, the same subset for every run), in the same batch order per seed
-(bert_jax.finetune.epoch_batches), with the same hyperparameters: AdamW (weight decay 0.01 off
+(bert_jax.tasks.finetuning.epoch_batches), with the same hyperparameters: AdamW (weight decay 0.01 off
 biases and LayerNorms, eps 1e-6), the same warmup + linear decay, gradient clipping 1.0,
 dropout 0.1, evaluated on the full dev set after every epoch, best epoch reported. Ours runs
 through `bert_jax.finetune.run` (configs/finetune.py:sst2, +lora, +adapters); HF's is
@@ -48,9 +48,9 @@ def run_ours(args, method: str) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   config = make_config(args, method)
   results = finetune.run(config, os.path.join(args.workdir, method))
-  s, _ = train._setup_cached(finetune.prepare(config))  # pylint: disable=protected-access
-  params = s["abstract"]["params"]
-  mask = s["task"].trainable(params)
+  s, _ = train.setup_cached(finetune.prepare(config))
+  params = s.abstract["params"]
+  mask = s.task.trainable(params)
   total = models.param_count(params)
   trainable = total if mask is None else sum(
       int(np.prod(x.shape)) for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m)
@@ -64,10 +64,11 @@ def run_hf(args) -> dict:
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   from bert_jax import finetune, optim  # pylint: disable=g-import-not-at-top
+  from bert_jax.tasks import classification, finetuning  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(max(1, os.cpu_count() or 1))
   config = finetune.prepare(make_config(args, "full"))
-  train = finetune.load_split(config, "train")
-  dev = finetune.load_split(config, "validation")
+  train = classification.load_split(config, "train")
+  dev = classification.load_split(config, "validation")
   n_steps, per_epoch = config.train.num_steps, config.eval.every_steps
   lr_fn = optim.schedule(config.optimizer, n_steps)
   oc = config.optimizer
@@ -80,7 +81,7 @@ def run_hf(args) -> dict:
               {"params": [p for n, p in model.named_parameters() if no_decay(n)], "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=oc.learning_rate, betas=(oc.b1, oc.b2), eps=oc.eps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: float(lr_fn(t)) / oc.learning_rate)
-    batches = finetune.epoch_batches(train, config.train.batch_size, 0, config.data.seed + k)
+    batches = finetuning.epoch_batches(train, config.train.batch_size, 0, config.data.seed + k)
     best = 0.0
     for step in range(1, n_steps + 1):
       model.train()

@@ -6,7 +6,7 @@ r"""Train-step throughput and MFU of a config: the step the loop runs, on synthe
       --config.data.max_seq_length=512 --config.model.attention_impl=cudnn
   python -m bert_jax.benchmarks.step --config=configs/bert.py:large --config.model.scan_layers=True
 
-The step is bert_jax.train's own (train.setup + train.compile_steps: the same jit, shardings,
+The step is bert_jax.train's own (state.setup + steps.compile_steps: the same jit, shardings,
 optimizer and objective as a real run), fed one fixed synthetic batch (bert_jax.data.synthetic for
 pretraining; a zero batch for fine-tuning tasks), so the figure is the device step without input.
 
@@ -42,7 +42,9 @@ import numpy as np
 
 from bert_jax import batch as batch_lib
 from bert_jax import flops
-from bert_jax import train
+from bert_jax import state as state_lib
+from bert_jax import steps as steps_lib
+from bert_jax.tasks import registry
 
 FLAX_PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf_flax_peer.py")
 
@@ -59,12 +61,12 @@ def synthetic_batch(config, task) -> dict[str, np.ndarray]:
 def measure(config, steps: int = 10, warmup: int = 2, devices=None) -> dict[str, Any]:
   """Compiles and times the loop's train step; returns the figures (see the module doc)."""
   t0 = time.perf_counter()
-  s = train.setup(config, devices=devices)
-  train_step, _, init = train.compile_steps(config, s)
+  s = state_lib.setup(config, registry.get_task(config), devices=devices)
+  train_step, _, init = steps_lib.compile_steps(config, s)
   state = init(jax.random.PRNGKey(config.seed))
-  batch = batch_lib.to_global(s["task"].features, synthetic_batch(config, s["task"]), s["mesh"], s["rules"])
-  frozen = train.frozen_args(s, s["task"])
-  with train.mesh_context(s["mesh"], s["rules"]):
+  batch = steps_lib.to_global(synthetic_batch(config, s.task), s)
+  frozen = steps_lib.frozen_args(s)
+  with steps_lib.mesh_context(s.mesh, s.rules):
     state, m = train_step(state, batch, *frozen)
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0
@@ -77,10 +79,10 @@ def measure(config, steps: int = 10, warmup: int = 2, devices=None) -> dict[str,
     jax.block_until_ready(m)
     step_s = (time.perf_counter() - t) / steps
   tokens = config.train.batch_size * config.data.max_seq_length
-  step_flops = flops.train_step_flops(config, s["task"])
+  step_flops = flops.train_step_flops(config, s.task)
   return {"step_seconds": step_s, "compile_seconds": compile_s, "tokens_per_step": tokens,
           "tokens_per_second": tokens / step_s, "model_flops_per_step": step_flops,
-          "devices": len(s["mesh"].devices.flat), "platform": s["mesh"].devices.flat[0].platform,
+          "devices": len(s.mesh.devices.flat), "platform": s.mesh.devices.flat[0].platform,
           "loss": float(np.asarray(jax.device_get(m["loss"]))[0])}
 
 

@@ -22,7 +22,7 @@ All conversions are transposes/reshapes, so import -> export is bit-exact for fl
 
 Files hold the unrolled layer layout (group_{g}_layer_{j}): exports unstack the params of a
 model with config.model.scan_layers (models.unstack_layers) and write its config without it;
-imports give the unrolled tree, which warm starts (warm_start.overwrite) restack as needed.
+imports give the unrolled tree, which warm starts (starts.overwrite) restack as needed.
 """
 
 from __future__ import annotations
@@ -737,7 +737,7 @@ def load_converted(path: str) -> tuple[ModelConfig, Params]:
   for name in (CONVERTED_CONFIG, CONVERTED_PARAMS):
     if not os.path.exists(os.path.join(path, name)):
       raise FileNotFoundError(f"{os.path.join(path, name)} is missing: not a bert_jax model "
-                              "directory (make one with `python -m bert_jax.convert import`).")
+                              "directory (make one with `python -m bert_jax.tools.convert import`).")
   with open(os.path.join(path, CONVERTED_CONFIG)) as f:
     cfg = config_lib.validate(json.load(f))
   params: Params = {}

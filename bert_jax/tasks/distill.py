@@ -22,7 +22,7 @@ The teacher (config.distill.teacher) is one of
   a bert_jax pretraining workdir (MLM distillation: its latest checkpoint),
   an HF directory (task distillation: *ForSequenceClassification with its head; MLM
   distillation: *ForPreTraining / *ForMaskedLM) or a converted one.
-It is frozen state of the task contract (objectives.Task.frozen_params): placed on the mesh
+It is frozen state of the task contract (bert_jax.tasks.base.Task.frozen_params): placed on the mesh
 once with the student's logical sharding rules, passed to the train and eval steps, never
 in the optimizer state and never in the student's checkpoints.
 
@@ -51,8 +51,12 @@ import jax
 import jax.numpy as jnp
 
 from bert_jax import models
-from bert_jax import objectives
+from bert_jax import starts
+from bert_jax.interop import hf
 from bert_jax.models import layers
+from bert_jax.tasks import base
+from bert_jax.tasks import classification
+from bert_jax.tasks import pretraining
 
 STUDENT_INITS = ("start", "teacher")
 
@@ -107,24 +111,14 @@ def shape_student(config) -> None:
 # ----------------------------------------------------------------------------------------------
 # The teacher.
 # ----------------------------------------------------------------------------------------------
-def _read_json(path: str) -> dict:
-  import json  # pylint: disable=g-import-not-at-top
-  from etils import epath  # pylint: disable=g-import-not-at-top
-  return json.loads(epath.Path(path).read_text())
-
-
 def teacher_kind(path: str) -> str:
-  """seed (fine-tuning seed dir) | workdir (pretraining) | hf (HF or converted dir)."""
-  cfg = os.path.join(path, "config.json")
-  if os.path.exists(cfg):
-    c = _read_json(cfg)
-    if "objective" in c:
-      return "seed" if c["objective"]["name"] == "classify" else "workdir"
-    return "hf"
-  if os.path.exists(os.path.join(path, "results.json")):
+  """finetuning (a seed dir) | pretraining (a workdir) | hf (an HF or converted dir)."""
+  kind = starts.kind(path)
+  if kind == "hf" and not os.path.exists(os.path.join(path, starts.CONFIG_FILE)) and os.path.exists(
+      os.path.join(path, "results.json")):
     raise ValueError(f"config.distill.teacher={path!r} is a fine-tuning run with several seeds; "
                      "pass one seed directory (<workdir>/seed_<k>).")
-  return "hf"
+  return kind
 
 
 @functools.lru_cache(maxsize=2)
@@ -135,57 +129,40 @@ def load_teacher(path: str, task_kind: str) -> tuple[Any, Any, dict[str, Any]]:
   """
   kind = teacher_kind(path)
   if task_kind == "classify":
-    if kind == "seed":
-      from bert_jax import finetune  # pylint: disable=g-import-not-at-top
-      config, task, params = finetune.load_best(path)
+    if kind == "finetuning":
+      config, params = starts.finetuned_params(path)
       return (models.validate(config.model), params,
-              dict(kind=kind, num_labels=task.num_labels, tokenizer=config.data.tokenizer.path))
+              dict(kind=kind, num_labels=starts.num_outputs(params), tokenizer=config.data.tokenizer.path))
     if kind == "hf":
-      from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
       cfg, params, head = hf.load_classifier(path)
       if head is None:
         raise ValueError(f"config.distill.teacher={path!r} has no sequence-classification head: a task "
                          "teacher must be fine-tuned first (bert_jax.finetune, or an HF "
                          "*ForSequenceClassification directory).")
-      return cfg, params, dict(kind=kind, num_labels=head["num_labels"], tokenizer=_hf_vocab(path))
+      return cfg, params, dict(kind=kind, num_labels=head["num_labels"], tokenizer=starts.hf_tokenizer(path))
     raise ValueError(f"config.distill.teacher={path!r} is a pretraining workdir; task distillation needs a "
                      "fine-tuned teacher (a fine-tuning seed dir or an HF *ForSequenceClassification dir).")
-  if kind == "workdir":
+  if kind == "pretraining":
     return _restore_pretraining(path)
   if kind == "hf":
-    from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
     cfg, params, imported = hf.import_hf(path)
     if cfg.family == "electra" or any(k.startswith("mlm/") for k in imported["initialized"]):
       raise ValueError(f"config.distill.teacher={path!r} holds no BERT/ALBERT MLM head; MLM distillation "
                        "needs a *ForPreTraining / *ForMaskedLM checkpoint.")
-    return cfg, params, dict(kind=kind, tokenizer=_hf_vocab(path))
+    return cfg, params, dict(kind=kind, tokenizer=starts.hf_tokenizer(path))
   raise ValueError(f"config.distill.teacher={path!r} is a fine-tuning run; MLM distillation needs a "
                    "pretraining workdir or an HF *ForPreTraining / *ForMaskedLM directory.")
 
 
-def _hf_vocab(path: str) -> str:
-  for name in ("vocab.txt", "spiece.model"):
-    if os.path.exists(os.path.join(path, name)):
-      return os.path.join(path, name)
-  return ""
-
-
 def _restore_pretraining(workdir: str):
   """Full params (backbone and heads) of a pretraining workdir's latest checkpoint."""
-  from bert_jax import checkpointing, finetune  # pylint: disable=g-import-not-at-top
-  pre = finetune.pretraining_config(workdir)
+  pre = starts.run_config(workdir)
   if pre.model.family == "electra":
     raise ValueError(f"config.distill.teacher={workdir!r} is an ELECTRA run; MLM distillation needs a "
                      "BERT/ALBERT teacher.")
-  task = objectives.get_task(pre)
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), pre.checkpoint, read_only=True,
-                                    best_metric=task.best_metric, best_mode=task.best_mode)
-  if not ckpt.all_steps():
-    raise FileNotFoundError(f"config.distill.teacher={workdir!r} holds no checkpoint under checkpoints/.")
-  state, _, _ = ckpt.restore(finetune._abstract_state_on_one_device(pre))  # pylint: disable=protected-access
-  ckpt.close()
+  _, params, _ = starts.run_params(workdir, key="config.distill.teacher")
   tok = pre.data.tokenizer.path or os.path.join(workdir, "tokenizer", "spm.model")
-  return models.validate(pre.model), jax.device_get(state["params"]), dict(kind="workdir", tokenizer=tok)
+  return models.validate(pre.model), params, dict(kind="pretraining", tokenizer=tok)
 
 
 def _file_hash(path: str) -> str | None:
@@ -234,7 +211,7 @@ _LAYER = re.compile(r"^group_(\d+)_layer_(\d+)$")
 def every_kth_layer(source_params, num_student_layers: int):
   """`source_params` with encoder layer group_{i*k} renamed group_i for i < num_student_layers
   (k = source layers // student layers) and the other layers dropped: DistilBERT's init.
-  Scanned sources are unstacked first; warm_start.overwrite restacks for a scanned student."""
+  Scanned sources are unstacked first; starts.overwrite restacks for a scanned student."""
 
   def remap(encoder):
     groups = sorted({int(m.group(1)) for k in encoder if (m := _LAYER.match(k))})
@@ -362,10 +339,6 @@ class Distiller:
     return h, a
 
 
-def _pair(total, weight):
-  return objectives._pair(total, weight)  # pylint: disable=protected-access
-
-
 # ----------------------------------------------------------------------------------------------
 # Task distillation.
 # ----------------------------------------------------------------------------------------------
@@ -393,199 +366,190 @@ class _TeacherState:
     return models.logical_specs(self.distiller.teacher_model, self.dummy_batch()) if self.use_teacher else None
 
 
-def classification_task(config):
-  """The Classification task, with a teacher when config.distill asks for one."""
-  from bert_jax import finetune  # pylint: disable=g-import-not-at-top
-  if getattr(finetune, "task_class", lambda c: finetune.Classification)(config) is not finetune.Classification:
-    raise ValueError(f"config.distill is set but config.finetune.task={config.finetune.task!r} is not a sequence "
-                     "classification task: distillation covers classification and regression (GLUE, tsv).")
+class TaskDistillation(_TeacherState, classification.Classification):
+  """Classification whose loss adds the teacher's soft targets (see the module docstring)."""
 
-  class TaskDistillation(_TeacherState, finetune.Classification):
-    """Classification whose loss adds the teacher's soft targets (see the module docstring)."""
+  teacher_task = "classify"
 
-    teacher_task = "classify"
+  def __init__(self, config):
+    super().__init__(config)
+    validate(config)
+    self.teacher_path = config.distill.teacher
+    self.distiller = None
+    if config.distill.teacher:
+      t_cfg, _, info = load_teacher(self.teacher_path, "classify")
+      check_teacher(config, t_cfg, info, self.num_labels)
+      self.distiller = Distiller(config, self.model, models.ForSequenceClassification(t_cfg, self.num_labels),
+                                 t_cfg)
+    self.use_teacher = enabled(config)
 
-    def __init__(self, config):
-      super().__init__(config)
-      validate(config)
-      self.teacher_path = config.distill.teacher
-      self.distiller = None
-      if config.distill.teacher:
-        t_cfg, _, info = load_teacher(self.teacher_path, "classify")
-        check_teacher(config, t_cfg, info, self.num_labels)
-        self.distiller = Distiller(config, self.model, models.ForSequenceClassification(t_cfg, self.num_labels),
-                                   t_cfg)
-      self.use_teacher = enabled(config)
+  @classmethod
+  def configure(cls, config) -> None:
+    """The start's model and tokenizer, then the student's depth (config.distill.student_layers)."""
+    super().configure(config)
+    shape_student(config)
 
-    def logits(self, params, batch, rng=None, deterministic=True):
-      return super().logits({k: v for k, v in params.items() if k != "distill"}, batch, rng, deterministic)
+  def logits(self, params, batch, rng=None, deterministic=True):
+    return super().logits({k: v for k, v in params.items() if k != "distill"}, batch, rng, deterministic)
 
-    def loss(self, params, batch, rng, deterministic=False, frozen=None):
-      if not self.use_teacher or frozen is None:
-        return super().loss(params, batch, rng, deterministic)
-      dist = self.distiller
-      student = {k: v for k, v in params.items() if k != "distill"}
-      inputs = models.model_inputs(self.model, batch)
-      t_inputs = models.model_inputs(dist.teacher_model, batch)
-      if dist.layerwise:
-        logits, s_emb, s_h, s_a = apply_with_intermediates(self.model, student, inputs,
-                                                           deterministic=deterministic, rng=rng)
-        t_logits, t_emb, t_h, t_a = apply_with_intermediates(dist.teacher_model, frozen, t_inputs,
-                                                             deterministic=True)
-      else:
-        logits = self.logits(student, batch, rng, deterministic)
-        t_logits = dist.teacher_model.apply({"params": frozen}, **t_inputs, deterministic=True)
-      t_logits = jax.lax.stop_gradient(t_logits.astype(jnp.float32))
-      logits = logits.astype(jnp.float32)
-      w = batch["weight"]
-      norm = jnp.maximum(jnp.sum(w), 1e-6)
-      if self.regression:
-        hard = jnp.square(logits[:, 0] - batch["label"])
-        soft = jnp.square(logits[:, 0] - t_logits[:, 0])
-        metrics = {}
-      else:
-        logp = jax.nn.log_softmax(logits, -1)
-        hard = -jnp.take_along_axis(logp, batch["label"][:, None], -1)[:, 0]
-        soft = soft_cross_entropy_kl(logits, t_logits, dist.temperature)
-        pred = jnp.argmax(logits, -1)
-        metrics = {"accuracy": _pair(w * (pred == batch["label"]), w),
-                   "teacher_accuracy": _pair(w * (jnp.argmax(t_logits, -1) == batch["label"]), w),
-                   "teacher_agreement": _pair(w * (pred == jnp.argmax(t_logits, -1)), w)}
-      hard_loss, soft_loss = jnp.sum(w * hard) / norm, jnp.sum(w * soft) / norm
-      loss = dist.alpha * soft_loss + (1 - dist.alpha) * hard_loss
-      metrics.update(hard_loss=_pair(w * hard, w), soft_loss=_pair(w * soft, w))
-      if dist.layerwise:
-        h, a = dist.layerwise_loss(params.get("distill"), s_emb, s_h, s_a, t_emb, t_h, t_a, batch["input_mask"])
-        loss = loss + dist.hidden_weight * h + dist.attention_weight * a
-        metrics.update(hidden_mse=_pair(h, 1.0), attention_mse=_pair(a, 1.0))
-      metrics["loss"] = _pair(loss * norm, norm)
-      return loss, metrics
+  def loss(self, params, batch, rng, deterministic=False, frozen=None):
+    if not self.use_teacher or frozen is None:
+      return super().loss(params, batch, rng, deterministic)
+    dist = self.distiller
+    student = {k: v for k, v in params.items() if k != "distill"}
+    inputs = models.model_inputs(self.model, batch)
+    t_inputs = models.model_inputs(dist.teacher_model, batch)
+    if dist.layerwise:
+      logits, s_emb, s_h, s_a = apply_with_intermediates(self.model, student, inputs,
+                                                         deterministic=deterministic, rng=rng)
+      t_logits, t_emb, t_h, t_a = apply_with_intermediates(dist.teacher_model, frozen, t_inputs,
+                                                           deterministic=True)
+    else:
+      logits = self.logits(student, batch, rng, deterministic)
+      t_logits = dist.teacher_model.apply({"params": frozen}, **t_inputs, deterministic=True)
+    t_logits = jax.lax.stop_gradient(t_logits.astype(jnp.float32))
+    logits = logits.astype(jnp.float32)
+    w = batch["weight"]
+    norm = jnp.maximum(jnp.sum(w), 1e-6)
+    if self.regression:
+      hard = jnp.square(logits[:, 0] - batch["label"])
+      soft = jnp.square(logits[:, 0] - t_logits[:, 0])
+      metrics = {}
+    else:
+      logp = jax.nn.log_softmax(logits, -1)
+      hard = -jnp.take_along_axis(logp, batch["label"][:, None], -1)[:, 0]
+      soft = soft_cross_entropy_kl(logits, t_logits, dist.temperature)
+      pred = jnp.argmax(logits, -1)
+      metrics = {"accuracy": base.pair(w * (pred == batch["label"]), w),
+                 "teacher_accuracy": base.pair(w * (jnp.argmax(t_logits, -1) == batch["label"]), w),
+                 "teacher_agreement": base.pair(w * (pred == jnp.argmax(t_logits, -1)), w)}
+    hard_loss, soft_loss = jnp.sum(w * hard) / norm, jnp.sum(w * soft) / norm
+    loss = dist.alpha * soft_loss + (1 - dist.alpha) * hard_loss
+    metrics.update(hard_loss=base.pair(w * hard, w), soft_loss=base.pair(w * soft, w))
+    if dist.layerwise:
+      h, a = dist.layerwise_loss(params.get("distill"), s_emb, s_h, s_a, t_emb, t_h, t_a, batch["input_mask"])
+      loss = loss + dist.hidden_weight * h + dist.attention_weight * a
+      metrics.update(hidden_mse=base.pair(h, 1.0), attention_mse=base.pair(a, 1.0))
+    metrics["loss"] = base.pair(loss * norm, norm)
+    return loss, metrics
 
-    def eval_step(self, params, batch, rng, frozen=None):
-      """The student's task metrics; the teacher's accuracy and agreement only with
-      config.distill.eval_teacher (a teacher forward over every eval batch)."""
-      return super().eval_step(params, batch, rng, frozen if self.config.distill.eval_teacher else None)
+  def eval_step(self, params, batch, rng, frozen=None):
+    """The student's task metrics; the teacher's accuracy and agreement only with
+    config.distill.eval_teacher (a teacher forward over every eval batch)."""
+    return super().eval_step(params, batch, rng, frozen if self.config.distill.eval_teacher else None)
 
-    def train_line(self, values):
-      line = super().train_line(values)
-      if "soft_loss" in values:
-        line += f" | soft {values['soft_loss']:.4f} hard {values['hard_loss']:.4f}"
-      return line
+  def train_line(self, values):
+    line = super().train_line(values)
+    if "soft_loss" in values:
+      line += f" | soft {values['soft_loss']:.4f} hard {values['hard_loss']:.4f}"
+    return line
 
-    def eval_line(self, values):
-      line = super().eval_line(values)
-      if "teacher_accuracy" in values:
-        line += f" | teacher accuracy {values['teacher_accuracy']:.4f} agreement {values['teacher_agreement']:.4f}"
-      return line
+  def eval_line(self, values):
+    line = super().eval_line(values)
+    if "teacher_accuracy" in values:
+      line += f" | teacher accuracy {values['teacher_accuracy']:.4f} agreement {values['teacher_agreement']:.4f}"
+    return line
 
-    def trainable(self, params):
-      mask = super().trainable({k: v for k, v in params.items() if k != "distill"})
-      if mask is None or "distill" not in params:
-        return mask
-      return {**mask, "distill": jax.tree.map(lambda _: True, params["distill"])}
+  def trainable(self, params):
+    mask = super().trainable({k: v for k, v in params.items() if k != "distill"})
+    if mask is None or "distill" not in params:
+      return mask
+    return {**mask, "distill": jax.tree.map(lambda _: True, params["distill"])}
 
-    def warm_start(self, params):
-      from bert_jax import warm_start  # pylint: disable=g-import-not-at-top
-      n = self.config.model.num_hidden_layers
-      if self.config.distill.student_init == "teacher":
-        source, new = f"config.distill.teacher={self.teacher_path!r}", load_teacher(self.teacher_path, "classify")[1]
-      else:
-        start = self.start_params()
-        if start is None:
-          return params
-        source, new = start
-      return warm_start.overwrite(params, every_kth_layer(new, n), source,
-                                  "the student does not fit the widths of its source.")[0]
+  def warm_start(self, params):
+    n = self.config.model.num_hidden_layers
+    if self.config.distill.student_init == "teacher":
+      source, new = f"config.distill.teacher={self.teacher_path!r}", load_teacher(self.teacher_path, "classify")[1]
+    else:
+      start = self.start_params()
+      if start is None:
+        return params
+      source, new = start
+    return starts.overwrite(params, every_kth_layer(new, n), source,
+                                "the student does not fit the widths of its source.")[0]
 
-  return TaskDistillation(config)
 
 
 # ----------------------------------------------------------------------------------------------
 # MLM distillation.
 # ----------------------------------------------------------------------------------------------
-def pretraining_task(config):
-  """The MLM(+NSP/SOP) task, with a teacher when config.distill asks for one."""
+class MLMDistillation(_TeacherState, pretraining.Pretraining):
+  """MLM whose loss adds the teacher's soft targets over the masked positions."""
 
-  class MLMDistillation(_TeacherState, objectives.Pretraining):
-    """MLM whose loss adds the teacher's soft targets over the masked positions."""
+  teacher_task = "mlm"
 
-    teacher_task = "mlm"
+  def __init__(self, config):
+    shape_student(config)
+    super().__init__(config)
+    self.teacher_path = config.distill.teacher
+    t_cfg, _, info = load_teacher(self.teacher_path, "mlm")
+    check_teacher(config, t_cfg, info, None)
+    self.distiller = Distiller(config, self.model, models.build(t_cfg), t_cfg)
+    self.use_teacher = enabled(config)
+    self.sentence = config.objective.sentence_loss
 
-    def __init__(self, config):
-      shape_student(config)
-      super().__init__(config)
-      self.teacher_path = config.distill.teacher
-      t_cfg, _, info = load_teacher(self.teacher_path, "mlm")
-      check_teacher(config, t_cfg, info, None)
-      self.distiller = Distiller(config, self.model, models.build(t_cfg), t_cfg)
-      self.use_teacher = enabled(config)
-      self.sentence = config.objective.sentence_loss
+  def _distill_loss(self, params, batch, rng, deterministic=False, frozen=None):
+    dist = self.distiller
+    student = {k: v for k, v in params.items() if k != "distill"}
+    inputs = models.model_inputs(self.model, batch)
+    if dist.layerwise:
+      out, s_emb, s_h, s_a = apply_with_intermediates(self.model, student, inputs, deterministic=deterministic,
+                                                      rng=rng)
+      t_out, t_emb, t_h, t_a = apply_with_intermediates(dist.teacher_model, frozen, inputs, deterministic=True)
+    else:
+      out = self.model.apply({"params": student}, **inputs, deterministic=deterministic,
+                             rngs=None if deterministic else {"dropout": rng})
+      t_out = dist.teacher_model.apply({"params": frozen}, **inputs, deterministic=True)
+    hard, metrics = pretraining.mlm_loss(out["mlm_logits"], batch["masked_lm_ids"], batch["masked_lm_weights"])
+    if self.sentence != "none":
+      s_loss, s_metrics = pretraining.sentence_loss(out["sentence_logits"], batch["next_sentence_labels"],
+                                                   self.sentence)
+      hard = hard + s_loss
+      metrics.update(s_metrics)
+    w = batch["masked_lm_weights"].astype(jnp.float32)
+    t_logits = jax.lax.stop_gradient(t_out["mlm_logits"])
+    soft = soft_cross_entropy_kl(out["mlm_logits"], t_logits, dist.temperature)
+    soft_loss = jnp.sum(w * soft) / (jnp.sum(w) + 1e-5)
+    loss = dist.alpha * soft_loss + (1 - dist.alpha) * hard
+    metrics["soft_loss"] = base.pair(w * soft, w)
+    metrics["teacher_mlm_accuracy"] = base.pair(w * (jnp.argmax(t_logits, -1) == batch["masked_lm_ids"]), w)
+    if dist.layerwise:
+      h, a = dist.layerwise_loss(params.get("distill"), s_emb, s_h, s_a, t_emb, t_h, t_a, batch["input_mask"])
+      loss = loss + dist.hidden_weight * h + dist.attention_weight * a
+      metrics.update(hidden_mse=base.pair(h, 1.0), attention_mse=base.pair(a, 1.0))
+    metrics["loss"] = base.pair(loss, 1.0)
+    return loss, metrics
 
-    def _distill_loss(self, params, batch, rng, deterministic=False, frozen=None):
-      dist = self.distiller
-      student = {k: v for k, v in params.items() if k != "distill"}
-      inputs = models.model_inputs(self.model, batch)
-      if dist.layerwise:
-        out, s_emb, s_h, s_a = apply_with_intermediates(self.model, student, inputs, deterministic=deterministic,
-                                                        rng=rng)
-        t_out, t_emb, t_h, t_a = apply_with_intermediates(dist.teacher_model, frozen, inputs, deterministic=True)
-      else:
-        out = self.model.apply({"params": student}, **inputs, deterministic=deterministic,
-                               rngs=None if deterministic else {"dropout": rng})
-        t_out = dist.teacher_model.apply({"params": frozen}, **inputs, deterministic=True)
-      hard, metrics = objectives.mlm_loss(out["mlm_logits"], batch["masked_lm_ids"], batch["masked_lm_weights"])
-      if self.sentence != "none":
-        s_loss, s_metrics = objectives.sentence_loss(out["sentence_logits"], batch["next_sentence_labels"],
-                                                     self.sentence)
-        hard = hard + s_loss
-        metrics.update(s_metrics)
-      w = batch["masked_lm_weights"].astype(jnp.float32)
-      t_logits = jax.lax.stop_gradient(t_out["mlm_logits"])
-      soft = soft_cross_entropy_kl(out["mlm_logits"], t_logits, dist.temperature)
-      soft_loss = jnp.sum(w * soft) / (jnp.sum(w) + 1e-5)
-      loss = dist.alpha * soft_loss + (1 - dist.alpha) * hard
-      metrics["soft_loss"] = _pair(w * soft, w)
-      metrics["teacher_mlm_accuracy"] = _pair(w * (jnp.argmax(t_logits, -1) == batch["masked_lm_ids"]), w)
-      if dist.layerwise:
-        h, a = dist.layerwise_loss(params.get("distill"), s_emb, s_h, s_a, t_emb, t_h, t_a, batch["input_mask"])
-        loss = loss + dist.hidden_weight * h + dist.attention_weight * a
-        metrics.update(hidden_mse=_pair(h, 1.0), attention_mse=_pair(a, 1.0))
-      metrics["loss"] = _pair(loss, 1.0)
-      return loss, metrics
+  def loss(self, params, batch, rng, deterministic: bool = False, frozen=None):
+    if not self.use_teacher or frozen is None:
+      return super().loss({k: v for k, v in params.items() if k != "distill"}, batch, rng, deterministic)
+    return self._distill_loss(params, batch, rng, deterministic, frozen)
 
-    def loss(self, params, batch, rng, deterministic: bool = False, frozen=None):
-      if not self.use_teacher or frozen is None:
-        return super().loss({k: v for k, v in params.items() if k != "distill"}, batch, rng, deterministic)
-      return self._distill_loss(params, batch, rng, deterministic, frozen)
+  def eval_step(self, params, batch, rng, frozen=None):
+    metrics, out = super().eval_step({k: v for k, v in params.items() if k != "distill"}, batch, rng)
+    if self.use_teacher and frozen is not None:
+      d_metrics = self._distill_loss(params, batch, rng, True, frozen)[1]
+      metrics.update({k: d_metrics[k] for k in ("soft_loss", "teacher_mlm_accuracy")})
+    return metrics, out
 
-    def eval_step(self, params, batch, rng, frozen=None):
-      metrics, out = super().eval_step({k: v for k, v in params.items() if k != "distill"}, batch, rng)
-      if self.use_teacher and frozen is not None:
-        d_metrics = self._distill_loss(params, batch, rng, True, frozen)[1]
-        metrics.update({k: d_metrics[k] for k in ("soft_loss", "teacher_mlm_accuracy")})
-      return metrics, out
+  def train_line(self, values):
+    line = super().train_line(values)
+    return line + (f" | soft {values['soft_loss']:.4f}" if "soft_loss" in values else "")
 
-    def train_line(self, values):
-      line = super().train_line(values)
-      return line + (f" | soft {values['soft_loss']:.4f}" if "soft_loss" in values else "")
+  def eval_line(self, values):
+    line = super().eval_line(values)
+    if "teacher_mlm_accuracy" in values:
+      line += f" | teacher mlm accuracy {values['teacher_mlm_accuracy']:.4f}"
+    return line
 
-    def eval_line(self, values):
-      line = super().eval_line(values)
-      if "teacher_mlm_accuracy" in values:
-        line += f" | teacher mlm accuracy {values['teacher_mlm_accuracy']:.4f}"
-      return line
+  def trainable(self, params):
+    if "distill" not in params:
+      return None
+    return {k: jax.tree.map(lambda _: True, v) for k, v in params.items()}
 
-    def trainable(self, params):
-      if "distill" not in params:
-        return None
-      return {k: jax.tree.map(lambda _: True, v) for k, v in params.items()}
-
-    def warm_start(self, params):
-      if self.config.distill.student_init != "teacher":
-        return super().warm_start(params)
-      from bert_jax import warm_start  # pylint: disable=g-import-not-at-top
-      source = every_kth_layer(load_teacher(self.teacher_path, "mlm")[1], self.config.model.num_hidden_layers)
-      return warm_start.overwrite(params, source, f"config.distill.teacher={self.teacher_path!r}",
-                                  "the student does not fit the teacher's widths.")[0]
-
-  return MLMDistillation(config)
+  def warm_start(self, params):
+    if self.config.distill.student_init != "teacher":
+      return super().warm_start(params)
+    source = every_kth_layer(load_teacher(self.teacher_path, "mlm")[1], self.config.model.num_hidden_layers)
+    return starts.overwrite(params, source, f"config.distill.teacher={self.teacher_path!r}",
+                                "the student does not fit the teacher's widths.")[0]

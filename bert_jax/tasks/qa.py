@@ -13,7 +13,7 @@ articles) take parts of a file, e.g. training on some dev articles and evaluatin
 The model is models.ForQuestionAnswering (start and end logits per piece); the loss is the mean
 of the start and end cross-entropies (run_squad.py). Evaluation windows the eval contexts,
 post-processes the logits into answers (bert_jax.data.squad.postprocess: n-best, max answer
-length, v2.0 null score) and scores them with the official semantics (bert_jax.squad_eval):
+length, v2.0 null score) and scores them with the official semantics (bert_jax.tasks.squad_eval):
 exact and f1 (percent); v2.0 also best_exact / best_f1 at the null-score threshold that is best
 on this split (best_f1_thresh: set config.finetune.squad.null_score_diff_threshold to it, as one
 tunes run_squad.py's flag). Scoring the best checkpoint writes predictions.json,
@@ -26,15 +26,16 @@ import functools
 import json
 import os
 
+from etils import epath
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from bert_jax import batch as batch_lib
-from bert_jax import head_tasks
 from bert_jax import models
-from bert_jax import objectives
-from bert_jax import squad_eval
+from bert_jax.interop import hf
+from bert_jax.tasks import base
+from bert_jax.tasks import finetuning
+from bert_jax.tasks import squad_eval
 
 VERSIONS = {"squad": "v1.1", "squad_v2": "v2.0"}
 SOURCES = ("json", "tfds")
@@ -78,8 +79,8 @@ def _read(version: str, source: str, data_dir: str, file: str, split: str, artic
 def _featurize(key, tok_kind, tok_path, lower, max_len, stride, max_query, is_training, subset, subset_seed):
   from bert_jax.data import squad, tokenizers  # pylint: disable=g-import-not-at-top
   examples, data = _read(*key)
-  if subset and subset < len(examples):
-    keep = np.sort(np.random.default_rng(subset_seed).permutation(len(examples))[:subset])
+  keep = finetuning.subset(len(examples), subset, subset_seed)
+  if keep is not None:
     examples = [examples[i] for i in keep]
   tok = tokenizers.load(tok_path, tok_kind, lower)
   feats = squad.featurize(examples, tok, max_len, stride, max_query, is_training=is_training)
@@ -95,13 +96,11 @@ def load(config, split: str):
          q.train_articles if is_train else q.eval_articles)
   out = _featurize(key, t.kind, t.path, bool(t.lower_case), int(config.data.max_seq_length), int(q.doc_stride),
                    int(q.max_query_length), is_train, int(f.train_examples) if is_train else 0, int(f.subset_seed))
-  if out[3].vocab_size > config.model.vocab_size:
-    raise ValueError(f"The tokenizer has {out[3].vocab_size} ids but config.model.vocab_size="
-                     f"{config.model.vocab_size}: the tokenizer does not belong to the starting point's model.")
+  finetuning.check_vocab(out[3].vocab_size, config)
   return out
 
 
-class QuestionAnswering(head_tasks.HeadTask):
+class QuestionAnswering(finetuning.FinetuneTask):
   """SQuAD: start/end logits over the pieces, EM / F1 after post-processing."""
 
   best_metric = "eval/f1"
@@ -125,7 +124,7 @@ class QuestionAnswering(head_tasks.HeadTask):
   def arrays(self, split):
     return load(self.config, split)[2].arrays
 
-  # --- driver hooks (bert_jax.finetune) ------------------------------------------------------
+  # --- the seed driver's questions ------------------------------------------------------------
   @classmethod
   def metric_names(cls, config):
     return ("exact", "f1") + (("best_f1", "best_f1_thresh") if VERSIONS[config.finetune.task] == "v2.0" else ())
@@ -139,25 +138,24 @@ class QuestionAnswering(head_tasks.HeadTask):
     if not len(feats):
       raise ValueError("No training question has a usable answer span; check config.finetune.data_dir.")
     load(config, cls.eval_splits(config)[0])
-    head_tasks.check_start_head(config, HEAD_KIND, 2)
+    cls.check_start_head(config, 2)
     return len(examples) - feats.skipped
 
-  def write_outputs(self, out_dir: str) -> list[str]:
-    """predictions.json, nbest_predictions.json (and null_odds.json) of the last evaluation."""
-    if self._outputs is None:
-      return []
-    from etils import epath  # pylint: disable=g-import-not-at-top
-    path = epath.Path(out_dir)
+  def write_outputs(self, split, out_dir):
+    """predictions.json, nbest_predictions.json (and null_odds.json) of the last evaluation, in
+    <out_dir>/<split>."""
+    if self._outputs is None or jax.process_index() != 0:
+      return {}
+    path = epath.Path(out_dir) / split
     path.mkdir(parents=True, exist_ok=True)
     written = []
     for name, value in zip(("predictions.json", "nbest_predictions.json", "null_odds.json"), self._outputs):
       if value:
         (path / name).write_text(json.dumps(value, indent=2))
         written.append(str(path / name))
-    return written
+    return {"predictions": written}
 
   def export(self, params, hf_dir: str) -> str:
-    from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
     return hf.export_head(self.config.model, params, hf_dir, HEAD_KIND)
 
   # --- the contract -----------------------------------------------------------------------
@@ -176,8 +174,8 @@ class QuestionAnswering(head_tasks.HeadTask):
     loss = jnp.sum(w * per) / jnp.maximum(jnp.sum(w), 1e-6)
     exact = ((jnp.argmax(start + neg, -1) == batch["start_positions"]) &
              (jnp.argmax(end + neg, -1) == batch["end_positions"])).astype(jnp.float32)
-    return loss, {"loss": objectives._pair(w * per, w),  # pylint: disable=protected-access
-                  "span_accuracy": objectives._pair(w * exact, w)}  # pylint: disable=protected-access
+    return loss, {"loss": base.pair(w * per, w),
+                  "span_accuracy": base.pair(w * exact, w)}
 
   def eval_step(self, params, batch, rng, frozen=None):
     del rng, frozen

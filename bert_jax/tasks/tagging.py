@@ -21,12 +21,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from bert_jax import batch as batch_lib
-from bert_jax import head_tasks
+from bert_jax import metrics as metrics_lib
 from bert_jax import models
-from bert_jax import objectives
+from bert_jax.interop import hf
+from bert_jax.tasks import base
+from bert_jax.tasks import finetuning
 
 SOURCES = ("conll", "tfds")
 HEAD_KIND = "token_classification"
@@ -71,8 +72,8 @@ def label_names(config) -> tuple[str, ...]:
 def _featurize(source, data_dir, split, column, labels, tok_kind, tok_path, lower, max_len, subset, subset_seed):
   from bert_jax.data import conll, tokenizers  # pylint: disable=g-import-not-at-top
   sentences, _ = _read(source, data_dir, split, column)
-  if subset and subset < len(sentences):
-    keep = np.sort(np.random.default_rng(subset_seed).permutation(len(sentences))[:subset])
+  keep = finetuning.subset(len(sentences), subset, subset_seed)
+  if keep is not None:
     sentences = conll.Sentences([sentences.words[i] for i in keep], [sentences.tags[i] for i in keep])
   tok = tokenizers.load(tok_path, tok_kind, lower)
   return sentences, conll.featurize(sentences, tok, labels, max_len), tok.vocab_size
@@ -85,13 +86,11 @@ def load(config, split: str):
   sentences, feats, vocab = _featurize(f.source, f.data_dir, split, _column(config), label_names(config), t.kind,
                                        t.path, bool(t.lower_case), int(config.data.max_seq_length),
                                        int(f.train_examples) if is_train else 0, int(f.subset_seed))
-  if vocab > config.model.vocab_size:
-    raise ValueError(f"The tokenizer has {vocab} ids but config.model.vocab_size={config.model.vocab_size}: "
-                     "the tokenizer does not belong to the starting point's model.")
+  finetuning.check_vocab(vocab, config)
   return sentences, feats
 
 
-class TokenClassification(head_tasks.HeadTask):
+class TokenClassification(finetuning.FinetuneTask):
   """A label per word (on its first piece); entity-level F1 (or token accuracy)."""
 
   head_kind = HEAD_KIND
@@ -113,7 +112,7 @@ class TokenClassification(head_tasks.HeadTask):
   def arrays(self, split):
     return load(self.config, split)[1]
 
-  # --- driver hooks (bert_jax.finetune) ------------------------------------------------------
+  # --- the seed driver's questions ------------------------------------------------------------
   @classmethod
   def metric_names(cls, config):
     return ("precision", "recall", "f1", "accuracy") if config.finetune.tagging.entities else ("accuracy",)
@@ -128,11 +127,10 @@ class TokenClassification(head_tasks.HeadTask):
       raise ValueError(f"Token classification needs at least 2 labels, got {labels}.")
     sentences, _ = load(config, "train")
     load(config, cls.eval_splits(config)[0])
-    head_tasks.check_start_head(config, HEAD_KIND, len(labels))
+    cls.check_start_head(config, len(labels))
     return len(sentences)
 
   def export(self, params, hf_dir: str) -> str:
-    from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
     return hf.export_head(self.config.model, params, hf_dir, HEAD_KIND, id2label=dict(enumerate(self.labels)))
 
   # --- the contract -----------------------------------------------------------------------
@@ -144,8 +142,8 @@ class TokenClassification(head_tasks.HeadTask):
     per = -jnp.take_along_axis(logp, batch["labels"][..., None], -1)[..., 0]
     correct = (jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32)
     loss = jnp.sum(w * per) / jnp.maximum(jnp.sum(w), 1e-6)
-    return loss, {"loss": objectives._pair(w * per, w),  # pylint: disable=protected-access
-                  "token_accuracy": objectives._pair(w * correct, w)}  # pylint: disable=protected-access
+    return loss, {"loss": base.pair(w * per, w),
+                  "token_accuracy": base.pair(w * correct, w)}
 
   def eval_step(self, params, batch, rng, frozen=None):
     metrics = self.loss(params, batch, rng, deterministic=True, frozen=frozen)[1]
@@ -153,7 +151,6 @@ class TokenClassification(head_tasks.HeadTask):
     return metrics, {"pred": pred, "weight": batch["weight"]}
 
   def host_metrics(self, outputs):
-    from bert_jax import metrics  # pylint: disable=g-import-not-at-top
     from bert_jax.data import conll  # pylint: disable=g-import-not-at-top
     sentences, feats = load(self.config, self._eval_split)
     pred = outputs["pred"][outputs["weight"] > 0]
@@ -162,11 +159,11 @@ class TokenClassification(head_tasks.HeadTask):
     fallback = "O" if "O" in self.labels else self.labels[0]
     words = conll.word_predictions(pred, feats["word_piece"], [len(w) for w in sentences.words], self.labels,
                                    fallback)
-    scores = metrics.entity_scores(sentences.tags, words)
+    scores = metrics_lib.entity_scores(sentences.tags, words)
     if not self.config.finetune.tagging.entities:
       return {"accuracy": scores["accuracy"]}
     majority = max(set(self.labels), key=lambda t: sum(s.count(t) for s in sentences.tags))
-    scores["majority_accuracy"] = metrics.entity_scores(sentences.tags, [[majority] * len(s) for s in
+    scores["majority_accuracy"] = metrics_lib.entity_scores(sentences.tags, [[majority] * len(s) for s in
                                                                          sentences.tags])["accuracy"]
     return scores
 

@@ -1,6 +1,6 @@
 r"""Ablation runner: a grid of pretraining runs from config overrides, each fine-tuned with seeds.
 
-  python -m bert_jax.ablate --config=configs/bert.py:mini --workdir=runs/mask_ablation \
+  python -m bert_jax.tools.ablate --config=configs/bert.py:mini --workdir=runs/mask_ablation \
       --grid data.mask_rate=0.15,0.3,0.4,0.6 --grid data.masking=token,span \
       --finetune=sst2=../shared/data/glue/SST-2,glue/rte --seeds=3 \
       --set train.num_steps=2000 --set data.max_predictions_per_seq=80
@@ -25,7 +25,7 @@ Layout of --workdir (local or gs://):
   results.csv, results.md, plots/*.png
 
 Every run is a subprocess (bert_jax.main; the eval of a finished pretraining is `python -m
-bert_jax.ablate --score=...`), so a killed sweep leaves workdirs that resume: run the same
+bert_jax.tools.ablate --score=...`), so a killed sweep leaves workdirs that resume: run the same
 command again and it skips what finished and resumes the rest from their checkpoints.
 --print_jobs prints one command per pretraining (with its cells) for other hosts, writing into
 the same (gs://) workdir; --collect then aggregates the results of cells run elsewhere.
@@ -52,10 +52,22 @@ from typing import Any
 
 from absl import app
 from absl import flags
+from etils import epath
+import jax
+import ml_collections
+
+from bert_jax import checkpointing
+from bert_jax import configs
+from bert_jax import finetune
+from bert_jax import models
+from bert_jax import state
+from bert_jax import steps
+from bert_jax import train
+from bert_jax.tasks import registry
 
 PLAN_FILE = "plan.json"
 EVAL_FILE = "ablate_eval.json"
-RESULTS_FILE = "results.json"  # bert_jax.finetune's
+RESULTS_FILE = finetune.RESULTS_FILE
 PLAN_VERSION = 1
 # Pretraining eval metrics shown in results.md and plotted, when present (MLM, sentence, ELECTRA).
 PRETRAIN_METRICS = ("mlm_accuracy", "mlm_loss", "nsp_accuracy", "sop_accuracy", "gen_accuracy",
@@ -68,7 +80,6 @@ SENTENCE_SWAP = {"nsp": "sop", "sop": "nsp"}
 # Files (local or gs://).
 # ----------------------------------------------------------------------------------------------
 def _path(p: str):
-  from etils import epath  # pylint: disable=g-import-not-at-top
   return epath.Path(p)
 
 
@@ -103,13 +114,11 @@ FT_PREFIX = "finetune."
 
 
 def load_config(spec: str):
-  from bert_jax import configs  # pylint: disable=g-import-not-at-top
   return configs.load(spec)
 
 
 def _lookup(config, key: str, where: str):
   """(section ConfigDict, leaf name) of a dotted key; ValueError naming the key when absent."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   node, parts = config, key.split(".")
   for i, part in enumerate(parts):
     is_last = i == len(parts) - 1
@@ -125,7 +134,6 @@ def _lookup(config, key: str, where: str):
 
 def typed_value(config, key: str, text: str, where: str):
   """`text` converted to the type of config key `key` (which must exist)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   node, leaf = _lookup(config, key, where)
   current = node[leaf]
   try:
@@ -212,10 +220,9 @@ def parse_axis(text: str, flag: str) -> tuple[str, list[str]]:
 def _check_pretraining(config, where: str) -> None:
   """The cheap checks of a pretraining config (what bert_jax.main would refuse at its start; the
   data keys, the fixed eval masking included, through bert_jax.data.checks)."""
-  from bert_jax import models, train  # pylint: disable=g-import-not-at-top
   try:
     models.validate(config.model)
-    train.validate(config)
+    state.validate(config)
   except ValueError as e:
     raise ValueError(f"{where}: {e}") from None
   d = config.data
@@ -272,8 +279,7 @@ def make_plan(*, config: str, grid: list[str], zipped: list[str], sets: list[str
   for t in tasks:
     try:
       c = load_config(ft_spec(t))
-      from bert_jax import finetune as ft_lib  # pylint: disable=g-import-not-at-top
-      ft_lib.task_info(c)
+      registry.task_class(c)  # an unknown task name fails here
     except ValueError as e:
       raise ValueError(f"--finetune {t.task!r}: {e}") from None
     ft_base[t.name] = c
@@ -367,7 +373,7 @@ def pretrain_command(plan, workdir: str, j: int) -> list[str]:
 
 
 def score_command(plan, workdir: str, j: int) -> list[str]:
-  return [sys.executable, "-m", "bert_jax.ablate", f"--score={pretrain_dir(workdir, j)}",
+  return [sys.executable, "-m", "bert_jax.tools.ablate", f"--score={pretrain_dir(workdir, j)}",
           f"--fixed_eval={plan['fixed_eval']}"]
 
 
@@ -503,28 +509,22 @@ def print_jobs(plan, argv: list[str]) -> list[str]:
   lines = []
   for j in range(len(plan["pretrains"])):
     cells = [str(i + 1) for i, c in enumerate(plan["cells"]) if c["pretrain"] == j]
-    lines.append(shlex.join(["python", "-m", "bert_jax.ablate", *base, f"--cells={','.join(cells)}"]))
+    lines.append(shlex.join(["python", "-m", "bert_jax.tools.ablate", *base, f"--cells={','.join(cells)}"]))
   return lines
 
 
 # ----------------------------------------------------------------------------------------------
-# Scoring a finished pretraining (run as a subprocess: `python -m bert_jax.ablate --score=DIR`).
+# Scoring a finished pretraining (run as a subprocess: `python -m bert_jax.tools.ablate --score=DIR`).
 # ----------------------------------------------------------------------------------------------
 def score_pretraining(pre_dir: str, fixed_eval: str) -> dict[str, Any]:
   """Eval metrics of the latest checkpoint at the run's own masking and at the fixed one;
   written to <pre_dir>/ablate_eval.json. Refuses a run that has not reached its last step."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-
-  from bert_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(_read_json(_join(pre_dir, train.CONFIG_FILE)))
-  s, (_, eval_step, _) = train._setup_cached(config)  # pylint: disable=protected-access
-  task = s["task"]
+  s, (_, eval_step, _) = train.setup_cached(config)
+  task = s.task
   ckpt = checkpointing.Checkpointer(_join(pre_dir, "checkpoints"), config.checkpoint, read_only=True,
                                     best_metric=task.best_metric, best_mode=task.best_mode)
-  abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), s["abstract"],
-                          s["state_sh"])
-  restored = ckpt.restore(abstract)
+  restored = ckpt.restore(s.abstract_state())
   ckpt.close()
   if restored is None or restored[2] != config.train.num_steps:
     at = None if restored is None else restored[2]
@@ -538,26 +538,25 @@ def score_pretraining(pre_dir: str, fixed_eval: str) -> dict[str, Any]:
     fixed = copy.deepcopy(config)
     fixed.data.eval_masking, fixed.data.eval_mask_rate = strategy, float(rate)
     variants.append(("fixed", fixed))
-  def score(c, s, eval_step, task):
-    t = copy.copy(task)
-    t.config = c
+  def score(c, s, eval_step):
+    t = train.task_for(s, c)
     train_it, eval_fn = t.inputs(pre_dir, 0)
     if hasattr(train_it, "close"):
       train_it.close()
-    return train.evaluate(eval_step, state["params"], eval_fn, s, t, train.frozen_args(s, t))
+    return steps.evaluate(eval_step, state["params"], eval_fn, s, t, steps.frozen_args(s, t))
 
-  with train.mesh_context(s["mesh"], s["rules"]):
+  with steps.mesh_context(s.mesh, s.rules):
     for name, c in variants:
-      out[name] = score(c, s, eval_step, task)
+      out[name] = score(c, s, eval_step)
   sentence = config.objective.get("sentence_loss", "none")
   if sentence in SENTENCE_SWAP:
     # The sentence task it was not trained on (ALBERT's table: an SOP model solves NSP, not the
     # reverse): the same weights and sentence head on the other task's pairs, at the last variant's masking.
     other = copy.deepcopy(variants[-1][1])
     other.objective.sentence_loss = other.data.instances = SENTENCE_SWAP[sentence]
-    s2, (_, eval_step2, _) = train._setup_cached(other)  # pylint: disable=protected-access
-    with train.mesh_context(s2["mesh"], s2["rules"]):
-      out["other"] = score(other, s2, eval_step2, s2["task"])
+    s2, (_, eval_step2, _) = train.setup_cached(other)
+    with steps.mesh_context(s2.mesh, s2.rules):
+      out["other"] = score(other, s2, eval_step2)
   if jax.process_index() == 0:
     _write_text(_join(pre_dir, EVAL_FILE), json.dumps(out, indent=2))
   return out
@@ -810,9 +809,9 @@ def _main(argv) -> None:
       if not _PRINT_JOBS.value:
         write_plan(plan, workdir)
     except ValueError as e:
-      sys.exit(f"bert_jax.ablate: {e}")
+      sys.exit(f"bert_jax.tools.ablate: {e}")
   n = len(plan["cells"])
-  command = shlex.join(["python", "-m", "bert_jax.ablate", *sys.argv[1:]])
+  command = shlex.join(["python", "-m", "bert_jax.tools.ablate", *sys.argv[1:]])
   if _PRINT_JOBS.value:
     print("\n".join(print_jobs(plan, sys.argv[1:])))
     return
@@ -829,9 +828,9 @@ def _main(argv) -> None:
   try:
     cells = sorted({int(c) - 1 for c in _CELLS.value}) if _CELLS.value else None
   except ValueError:
-    sys.exit(f"bert_jax.ablate: --cells={_CELLS.value} must be cell numbers (1..{n}).")
+    sys.exit(f"bert_jax.tools.ablate: --cells={_CELLS.value} must be cell numbers (1..{n}).")
   if cells is not None and any(not 0 <= c < n for c in cells):
-    sys.exit(f"bert_jax.ablate: --cells={_CELLS.value}: cells are numbered 1..{n}.")
+    sys.exit(f"bert_jax.tools.ablate: --cells={_CELLS.value}: cells are numbered 1..{n}.")
   log_dir = _join(workdir, "logs") if _LOGS.value and "://" not in workdir else None
   run_sweep(plan, workdir, cells, log_dir)
   if cells is None:  # jobs of a scaled-out sweep leave aggregation to --collect
@@ -841,7 +840,7 @@ def _main(argv) -> None:
 
 
 def main() -> None:
-  """Console entry point `bert-jax-ablate` (also `python -m bert_jax.ablate`)."""
+  """Console entry point `bert-jax-ablate` (also `python -m bert_jax.tools.ablate`)."""
   app.run(_main)
 
 

@@ -1,6 +1,6 @@
 r"""Compares two multi-seed fine-tuning runs (bert_jax.finetune results.json): is A better than B?
 
-  python -m bert_jax.compare runs/ph/pretrained runs/ph/random_init [--split validation] [--metric accuracy]
+  python -m bert_jax.tools.compare runs/ph/pretrained runs/ph/random_init [--split validation] [--metric accuracy]
 
 Prints each run's seeds, median and range, the difference of the medians, and the one-sided
 Mann-Whitney U test of "A's seeds score higher than B's" (scipy.stats.mannwhitneyu), the
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from bert_jax.ablate import RESULTS_FILE  # bert_jax.finetune's, in its workdir
+from bert_jax.finetune import RESULTS_FILE
 
 
 def load(workdir: str) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 r"""Convert checkpoints between HuggingFace and bert_jax.
 
-  python -m bert_jax.convert import <hf_dir> <out_dir> [--generator <hf_generator_dir>]
-  python -m bert_jax.convert export <our_dir> <hf_dir>
-  python -m bert_jax.convert export-classifier <finetune_workdir>/seed_<k> <hf_dir>
+  python -m bert_jax.tools.convert import <hf_dir> <out_dir> [--generator <hf_generator_dir>]
+  python -m bert_jax.tools.convert export <our_dir> <hf_dir>
+  python -m bert_jax.tools.convert export-classifier <finetune_workdir>/seed_<k> <hf_dir>
 
 `import` reads an HF checkpoint directory (config.json + model.safetensors, a sharded
 safetensors index, or pytorch_model.bin with torch installed): BertModel /
@@ -38,11 +38,12 @@ import os
 import shutil
 import sys
 
+from bert_jax import finetune
 from bert_jax.interop import hf
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m bert_jax.convert",
+  parser = argparse.ArgumentParser(prog="python -m bert_jax.tools.convert",
                                    description=__doc__.split("\n\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
   imp = sub.add_parser("import", help="HF checkpoint directory -> bert_jax directory")
@@ -61,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
 
   if args.command == "export-classifier":
-    from bert_jax import finetune  # pylint: disable=g-import-not-at-top
     print(f"Exported the best checkpoint of {args.seed_dir} to {finetune.export(args.seed_dir, args.hf_dir)}.")
     return 0
 

@@ -8,11 +8,11 @@ r"""Inference on any starting point: fill-mask, embeddings, and one word's meani
   bert-jax-infer similarity --model=runs/demo --word=bank --context="the river bank" \
       --context="the bank raised rates" --context="she sat on the bank"
 
-(`python -m bert_jax.infer ...` without installing.) `--model` is a bert_jax pretraining workdir
+(`python -m bert_jax.tools.infer ...` without installing.) `--model` is a bert_jax pretraining workdir
 (its config.json, tokenizer and checkpoint `--checkpoint` = latest | best | <step>), an HF
 directory (BertModel, *ForPreTraining, *ForMaskedLM, ELECTRA discriminator with its generator in
 <dir>/generator) or a converted directory (`bert-jax-convert import`); the tokenizer comes with it
-(bert_jax.finetune.resolve_model). ELECTRA fills masks with its generator and embeds with its
+(bert_jax.tasks.finetuning.resolve_model). ELECTRA fills masks with its generator and embeds with its
 discriminator.
 
 - fill-mask: every [MASK] of an input (several per input allowed) gets the top-k tokens with
@@ -41,13 +41,18 @@ import re
 import sys
 from typing import Any, Sequence
 
+from etils import epath
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import configs
 from bert_jax import models
+from bert_jax import starts
+from bert_jax.interop import hf
 from bert_jax.models import heads
+from bert_jax.tasks import finetuning
 
 MASK = "[MASK]"
 DEMO_CONTEXTS = (
@@ -96,17 +101,13 @@ class Model:
 # Loading.
 # ----------------------------------------------------------------------------------------------
 def is_workdir(path: str) -> bool:
-  from etils import epath  # pylint: disable=g-import-not-at-top
   p = epath.Path(path)
   return (p / "checkpoints").exists() and (p / "config.json").exists()
 
 
 def load(path: str, checkpoint: str = "latest") -> Model:
   """A bert_jax pretraining workdir, an HF directory or a converted directory (see module doc)."""
-  from bert_jax import configs  # pylint: disable=g-import-not-at-top
-  from bert_jax import finetune  # pylint: disable=g-import-not-at-top
-  from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
-  from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
+  from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top  # TensorFlow: only to load
 
   workdir = is_workdir(path)
   if not workdir and not os.path.isdir(path):
@@ -119,11 +120,11 @@ def load(path: str, checkpoint: str = "latest") -> Model:
     c.init.workdir = path
   else:
     c.init.hf_checkpoint = path
-  finetune.resolve_model(c)
+  finetuning.resolve_model(c)
   tok = tokenizers.load(c.data.tokenizer.path, c.data.tokenizer.kind, c.data.tokenizer.lower_case)
   missing: list[str] = []
   if workdir:
-    params = finetune.restore_pretrained(path, checkpoint, backbone=False)
+    params = starts.pretrained_params(path, checkpoint, backbone=False)
     # A fine-tuning run's workdir holds a classifier: its backbone embeds, it has no MLM head.
     cfg = models.validate(c.model)
     expected = models.abstract_params(models.build(cfg), models.dummy_batch(cfg, 1, 8, 2))

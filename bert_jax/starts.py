@@ -1,0 +1,180 @@
+"""Parameters of another run: a fine-tuning's starting point, a teacher, a model to serve or export.
+
+Reads params only (no trainer, no task, no optimizer), by the shapes stored with them:
+  a bert_jax run directory   <dir>/config.json (what the loop writes at start) and
+                             <dir>/checkpoints (latest | best | a step): a pretraining workdir or a
+                             fine-tuning seed directory (<workdir>/seed_<k>)
+  an HF directory            transformers' config.json + weights, or one converted by
+                             `bert-jax-convert import` (bert_jax.interop.hf)
+`overwrite` then puts such params into a model's own (sharded) params, path by path, checking
+shapes: that is every warm start (config.init.*, a distillation student, a teacher's layers).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+from etils import epath
+import jax
+import ml_collections
+import numpy as np
+
+from bert_jax import checkpointing
+from bert_jax import models
+from bert_jax.interop import hf
+
+CONFIG_FILE = "config.json"  # <workdir>/config.json: the config a run was started with
+
+
+def _print(*args) -> None:
+  if jax.process_index() == 0:
+    print(*args, flush=True)
+
+
+def read_json(path: str) -> dict:
+  """A JSON file, local or gs://."""
+  return json.loads(epath.Path(path).read_text())
+
+
+def run_config(workdir: str, key: str = "config.init.workdir") -> ml_collections.ConfigDict:
+  """The config a bert_jax run was started with (<workdir>/config.json)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not epath.Path(path).exists():
+    raise FileNotFoundError(f"{key}={workdir!r} has no {CONFIG_FILE}: not a bert_jax "
+                            "pretraining workdir (the train loop writes it at start).")
+  return ml_collections.ConfigDict(read_json(path))
+
+
+def kind(path: str) -> str:
+  """finetuning (a seed directory) | pretraining (a workdir) | hf (an HF or converted directory)."""
+  cfg = os.path.join(path, CONFIG_FILE)
+  if os.path.exists(cfg):
+    c = read_json(cfg)
+    if "objective" in c:
+      return "finetuning" if "finetune" in c else "pretraining"
+  return "hf"
+
+
+def checkpoint_step(run_dir: str, config, which: str = "latest", key: str = "config.init.workdir") -> int:
+  """The step of a run's checkpoint: latest | best (by the metric the run kept its best with) | a step."""
+  ckpt = checkpointing.Checkpointer(os.path.join(run_dir, "checkpoints"), config.checkpoint, read_only=True)
+  try:
+    steps = ckpt.all_steps()
+    if not steps:
+      raise FileNotFoundError(f"{key}={run_dir!r} holds no checkpoint under checkpoints/.")
+    if which == "latest":
+      return steps[-1]
+    if which == "best":
+      step = ckpt.best_step()
+      if step is None:
+        raise ValueError(f"config.init.checkpoint='best': {run_dir} has no checkpoint with eval metrics.")
+      return step
+    step = int(which)
+    if step not in steps:
+      raise ValueError(f"config.init.checkpoint={which!r}: {run_dir} has steps {steps}.")
+    return step
+  finally:
+    ckpt.close()
+
+
+def run_params(run_dir: str, which: str = "latest", key: str = "config.init.workdir"):
+  """(config, params as numpy, step) of a bert_jax run's checkpoint (`which`: latest | best | a
+  step), in the layout it was saved in (stacked when the run had config.model.scan_layers)."""
+  config = run_config(run_dir, key)
+  step = checkpoint_step(run_dir, config, which, key)
+  return config, checkpointing.read_params(os.path.join(run_dir, "checkpoints"), step), step
+
+
+def pretrained_params(workdir: str, which: str = "latest", backbone: bool = True):
+  """Params of a pretraining workdir's checkpoint, unrolled: the backbone ({"bert": ...}), or with
+  backbone=False the whole pretraining model's (heads too)."""
+  _, params, step = run_params(workdir, which)
+  _print(f"Pretrained weights: step {step} of {workdir}")
+  params = models.unstack_layers(params)
+  return models.backbone_params(params) if backbone else params
+
+
+def finetuned_params(seed_dir: str):
+  """(config, params as numpy) of a fine-tuning seed directory's best checkpoint (else its latest)."""
+  path = os.path.join(seed_dir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: pass a fine-tuning seed directory (<workdir>/seed_<k>).")
+  config = run_config(seed_dir)
+  if "finetune" not in config:
+    raise ValueError(f"{seed_dir} is a {config.objective.name!r} run, not a fine-tuning run.")
+  ckpt = checkpointing.Checkpointer(os.path.join(seed_dir, "checkpoints"), config.checkpoint, read_only=True)
+  step = ckpt.best_step() or ckpt.latest_step()
+  ckpt.close()
+  if step is None:
+    raise FileNotFoundError(f"{seed_dir}/checkpoints holds no checkpoint.")
+  return config, checkpointing.read_params(os.path.join(seed_dir, "checkpoints"), step)
+
+
+def num_outputs(params) -> int:
+  """Outputs of a classification / tagging head's params (its bias length)."""
+  return int(np.shape(params["classifier"]["dense"]["bias"])[0])
+
+
+@functools.lru_cache(maxsize=4)
+def hf_classifier(path: str, key: str = "config.init.hf_checkpoint"):
+  """(model config, params, head info or None) of an HF directory read for sequence classification."""
+  if not os.path.isdir(path):
+    raise ValueError(f"{key}={path!r} is not a directory.")
+  return hf.load_classifier(path)
+
+
+@functools.lru_cache(maxsize=4)
+def hf_head(path: str, head_kind: str):
+  """(model config, params, head info or None) of an HF directory read for a span / token head."""
+  if not os.path.isdir(path):
+    raise ValueError(f"config.init.hf_checkpoint={path!r} is not a directory.")
+  return hf.load_head(path, head_kind)
+
+
+def hf_tokenizer(path: str) -> str:
+  """The tokenizer file an HF directory ships (vocab.txt or spiece.model), or ""."""
+  for name in ("vocab.txt", "spiece.model"):
+    if os.path.exists(os.path.join(path, name)):
+      return os.path.join(path, name)
+  return ""
+
+
+def overwrite(params, source_params, source: str, fix: str):
+  """`params` (sharded arrays) with every leaf that `source_params` holds at the same path
+  replaced (shapes must match); the others keep their values. Returns (params, n_loaded).
+
+  The source's encoder layers are first brought to the layout of `params` (stacked for a model
+  with config.model.scan_layers, unrolled otherwise), so either kind of source fits either."""
+  source_params = models.match_layers(source_params, params)
+  flat_new = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_flatten_with_path(source_params)[0]}
+  n_loaded = 0
+
+  def take(path, old):
+    nonlocal n_loaded
+    key = jax.tree_util.keystr(path)
+    if key not in flat_new:
+      return old
+    new = np.asarray(flat_new[key])
+    if new.shape != old.shape:
+      raise ValueError(f"{source}: {key} has shape {new.shape}, the model wants {old.shape}; {fix}")
+    n_loaded += 1
+    return jax.device_put(new.astype(old.dtype), old.sharding)
+
+  out = jax.tree_util.tree_map_with_path(take, params)
+  if n_loaded == 0:
+    raise ValueError(f"{source}: none of its {len(flat_new)} tensors matches a parameter of the model; {fix}")
+  _print(f"Warm start: {n_loaded}/{len(flat_new)} tensors from {source}")
+  return out, n_loaded
+
+
+def from_hf(config, params):
+  """Overwrites `params` leaves with those of config.init.hf_checkpoint (shapes must match)."""
+  hf_config, hf_params = hf.load_hf_checkpoint(config.init.hf_checkpoint)
+  if hf_config["family"] != config.model.family:
+    raise ValueError(f"config.init.hf_checkpoint={config.init.hf_checkpoint!r} holds a "
+                     f"{hf_config['family']} model but config.model.family={config.model.family!r}; "
+                     f"use configs/{hf_config['family']}.py or another checkpoint.")
+  return overwrite(params, hf_params, f"config.init.hf_checkpoint={config.init.hf_checkpoint!r}",
+                   "make config.model match the checkpoint's config.json.")[0]
