@@ -1,25 +1,34 @@
 #!/usr/bin/env python3
-r"""Cloud TPU VMs for bert_jax: create, set up, run on every worker, watch, logs, delete.
+r"""Cloud TPU VMs for bert_jax: create, set up, start a job on every worker, watch, logs, stop, delete.
 
-  L="python launch/tpu_vm.py --name=bert --zone=us-central2-b"
+  L="python launch/tpu_vm.py --name=bert --zone=us-central2-b"   # v4 is offered in us-central2-b
   $L create --accelerator-type=v4-32 --spot          # or --queued (a queued resource), --preemptible
-  $L setup                                            # this checkout + requirements on every worker
-  $L run -- --config=configs/electra.py:base --workdir=gs://bucket/electra_base
-  $L logs                                             # follow worker 0's log
+  $L setup                                            # this checkout, its pins and the package on every worker
+  $L run -- --config=configs/electra.py:base --workdir=gs://bucket/electra_base   # returns once started
+  $L logs                                             # follow worker 0's log until the job ends
+  $L status                                           # the TPU's state and each worker's job
+  $L stop                                             # SIGTERM: a checkpoint, then exit status 75
   $L delete
   # All of it, re-created and re-run after every preemption until the run is complete:
   $L watch --accelerator-type=v4-32 --spot -- --config=configs/electra.py:base --workdir=gs://bucket/electra_base
 
-Everything after `--` goes verbatim to `python -m bert_jax.main` on every worker (pretraining or
-fine-tuning; one process per host, jax.distributed starts from the TPU metadata). Re-running the
-same command resumes from the newest checkpoint in --workdir, so after a preemption `watch` just
-runs it again.
+Everything after `--` goes verbatim to `bert-jax-train` (= python -m bert_jax.main) on every worker
+(pretraining or fine-tuning; one process per host; jax.distributed starts from the TPU VM's
+metadata, bert_jax.distributed). Re-running the same command resumes from the newest checkpoint
+in --workdir, so after a preemption `watch` just runs it again.
 
-Completion: every worker writes the run's exit status to ~/bert_jax_run.status (0: complete;
-75: stopped before its end, resume by re-running: a preemption notice or
-config.train.halt_after_steps; anything else: an error). `watch` reads those files rather than
-trusting the exit status of `gcloud ... ssh --worker=all`, which runs one thread per worker and
-need not report their failures.
+Detached jobs: `run` starts the job on every worker in its own session (setsid + nohup, input from
+/dev/null), so it outlives the SSH connection and the laptop; it writes, in each worker's home:
+  ~/bert_jax_run.log     the job's output, appended, between "[bert_jax] job started" and
+                         "[bert_jax] job exited with status N" lines
+  ~/bert_jax_run.pid     the job's session (process group) id
+  ~/bert_jax_run.status  its exit status once it ends: 0 complete; 75 stopped before its end with a
+                         checkpoint, resume by re-running (a preemption notice, `stop`,
+                         config.train.halt_after_steps); anything else an error
+`watch` polls those (and the TPU's state) instead of holding an SSH session open: a job still
+running, finished, failed (its last log line is shown) or lost (no exit status and no process: the
+host rebooted), or a TPU preempted, suspended or deleted. A `watch` started again while the job
+runs attaches to it rather than starting a second one.
 
 Every subcommand takes --dry-run: it prints the commands it would run, one per line, and runs
 nothing (`watch --dry-run` shows one attempt on a TPU that does not exist yet). Needs only the
@@ -29,6 +38,7 @@ Python standard library and the gcloud CLI on the machine you launch from.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pathlib
 import re
@@ -43,6 +53,9 @@ REMOTE_DIR = "bert_jax"  # the checkout on each worker, under the home directory
 BUNDLE_NAME = "bert_jax_src.tar.gz"
 LOG_FILE = "~/bert_jax_run.log"
 STATUS_FILE = "~/bert_jax_run.status"
+PID_FILE = "~/bert_jax_run.pid"
+REPORT = "bert_jax_job"  # the first word of each worker's line in answer to start / probe
+MARK = "[bert_jax]"      # the launcher's own lines in the log
 EXIT_INCOMPLETE = 75  # bert_jax.main: stopped before the end (preempted / halted); re-run to resume
 
 # TPU software versions for JAX (cloud.google.com/tpu/docs/runtimes), by accelerator generation.
@@ -55,6 +68,12 @@ NODE_WAIT = ("CREATING", "STARTING", "RESTARTING", "REPAIRING", "REIMAGING", "ST
 QR_READY = "ACTIVE"
 QR_GONE = ("SUSPENDED", "SUSPENDING", "FAILED")
 QR_WAIT = ("CREATING", "ACCEPTED", "WAITING_FOR_RESOURCES", "PROVISIONING", "DELETING")
+# Zones that offer each generation, from cloud.google.com/tpu/docs/regions-zones (US zones, and
+# Europe's for v6e; read 2025). Other zones may offer them too: `create` warns, it does not refuse.
+ZONES = (("v4", ("us-central2-b",)),
+         ("v5litepod", ("us-central1-a", "us-south1-a", "us-west1-c", "us-west4-a")),
+         ("v5p", ("us-central1-a", "us-east5-a")),
+         ("v6e", ("us-central1-b", "us-east1-d", "us-east5-a", "us-east5-b", "europe-west4-a")))
 EXCLUDES = (".venv*", ".git", "runs", "build", "dist", "__pycache__", "*.egg-info", ".pytest_cache", ".cache")
 
 
@@ -178,9 +197,10 @@ class Tpu:
     self.create()
     return True
 
-  # --- set-up and runs --------------------------------------------------------------------
+  # --- set-up and jobs ---------------------------------------------------------------------
   def setup(self) -> None:
-    """Copies this checkout to every worker and installs the pinned requirements with libtpu."""
+    """Copies this checkout to every worker and installs, in ~/bert_jax/.venv, the pinned
+    requirements (transitive pins from constraints.txt) with libtpu, then the package itself."""
     bundle = os.path.join(tempfile.gettempdir(), f"bert_jax-{self.a.name}.tar.gz")
     self.g.check(["tar", "-czf", bundle, *[f"--exclude={e}" for e in EXCLUDES], "-C", str(ROOT), "."])
     self.g.check(["gcloud", "compute", "tpus", "tpu-vm", "scp", bundle, f"{self.a.name}:{BUNDLE_NAME}",
@@ -195,33 +215,137 @@ class Tpu:
         f"tar -xzf ~/{BUNDLE_NAME} -C ~/{REMOTE_DIR}",
         f"cd ~/{REMOTE_DIR} && (test -x .venv/bin/python || {py} -m venv .venv)",
         ".venv/bin/pip install -q --upgrade pip",
-        f".venv/bin/pip install -q -r requirements.txt {shlex.quote(f'jax[tpu]=={jax_version()}')}",
+        f".venv/bin/pip install -q -c constraints.txt -r requirements.txt {shlex.quote(f'jax[tpu]=={jax_version()}')}",
+        # The package itself (not editable: a wheel built from the copy), with its console scripts.
+        ".venv/bin/pip install -q --no-deps --force-reinstall .",
+        ".venv/bin/bert-jax-train --helpshort >/dev/null",
     ])
     self.g.check(self.ssh(script))
 
-  def run_command(self, train_args: list[str]) -> str:
-    """The shell command every worker runs: the job, its log appended to LOG_FILE, its exit
-    status written to STATUS_FILE."""
+  def job_command(self, train_args: list[str]) -> str:
+    """The job itself, as each worker's shell runs it (in ~/bert_jax)."""
     env = []
     for e in ["TF_CPP_MIN_LOG_LEVEL=2", *self.a.env]:
       key, sep, value = e.partition("=")
       if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
         raise LaunchError(f"--env={e}: expected KEY=VALUE.")
       env.append(f"{key}={shlex.quote(value)}")
-    env = " ".join(env)
-    job = f"{env} .venv/bin/python -m bert_jax.main {shlex.join(train_args)}"
-    return (f"rm -f {STATUS_FILE}; cd ~/{REMOTE_DIR} && (set -o pipefail; {job} 2>&1 | tee -a {LOG_FILE}); "
-            f"rc=$?; echo $rc > {STATUS_FILE}; exit $rc")
+    return f"{' '.join(env)} .venv/bin/bert-jax-train {shlex.join(train_args)}"
 
-  def run(self, train_args: list[str]) -> int:
-    return self.g.run(self.ssh(self.run_command(train_args)))
+  def start_command(self, train_args: list[str]) -> str:
+    """The shell command every worker runs to start the job detached from the SSH session: in a
+    session of its own (setsid; nohup; no terminal), its output appended to LOG_FILE, its process
+    group in PID_FILE and, once it ends, its exit status in STATUS_FILE. Prints one line
+    `bert_jax_job <host> started <pid>` (or `... busy <pid>` when a job runs there already)."""
+    job = self.job_command(train_args)
+    date = "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    # The wrapper shell traps TERM / INT so that a `stop` (or the host's shutdown) reaching the
+    # whole process group leaves it alive to record the job's status after the job has saved.
+    wrapper = (f"echo $$ > {PID_FILE}; trap true TERM INT; "
+               f"echo \"{MARK} job started {date}\" >> {LOG_FILE}; "
+               f"printf '%s\\n' {shlex.quote(f'{MARK} command: {job}')} >> {LOG_FILE}; "
+               f"{job} >> {LOG_FILE} 2>&1 < /dev/null; rc=$?; "
+               f"echo \"{MARK} job exited with status $rc {date}\" >> {LOG_FILE}; "
+               f"echo $rc > {STATUS_FILE}.tmp && mv {STATUS_FILE}.tmp {STATUS_FILE}")
+    return (f"cd ~/{REMOTE_DIR} || exit 1; "
+            f"if {_alive()}; then echo \"{REPORT} $(hostname) busy $(cat {PID_FILE})\"; exit 0; fi; "
+            f"rm -f {STATUS_FILE} {PID_FILE}; "
+            f"setsid nohup bash -c {shlex.quote(wrapper)} > /dev/null 2>&1 < /dev/null & "
+            f"for i in $(seq 100); do test -s {PID_FILE} && break; sleep 0.1; done; "
+            f"echo \"{REPORT} $(hostname) started $(cat {PID_FILE} 2>/dev/null)\"")
 
-  def statuses(self) -> list[str]:
-    """Each worker's last exit status ('missing' where the run did not finish writing one)."""
-    rc, out, err = self.g.query(self.ssh(f"cat {STATUS_FILE} 2>/dev/null || echo missing"),
-                                dry_result=(0, "0\n", ""))
+  def start(self, train_args: list[str]) -> list[Report]:
+    """Starts the job on every worker; returns each worker's report (state 'started' or 'busy')."""
+    rc, out, err = self.g.query(self.ssh(self.start_command(train_args)),
+                                dry_result=(0, f"{REPORT} worker-0 started 1\n", ""))
     sys.stderr.write(err)
-    return out.split()
+    reports = parse_reports(out)
+    if rc != 0 and not reports:
+      raise LaunchError(f"starting the job failed (ssh exit status {rc}); the TPU is {self.state() or 'absent'}.")
+    return reports
+
+  def probe(self) -> list[Report]:
+    """Each worker's job: `exited:<status>`, `running`, `lost` (a pid and no process, no status:
+    the host went down) or `none` (never started), with the log's last line; [] when SSH failed."""
+    rc, out, err = self.g.query(self.ssh(probe_command()), dry_result=(0, f"{REPORT} worker-0 exited:0 done\n", ""))
+    if rc != 0:
+      sys.stderr.write(err)
+    return parse_reports(out)
+
+  def stop(self) -> int:
+    """SIGTERM to the job's process group on every worker: bert_jax.main saves a checkpoint at the
+    same step on every host and exits 75."""
+    return self.g.run(self.ssh(stop_command()))
+
+  def wait_job(self, workers: int) -> tuple[str | None, list[Report]]:
+    """Polls until no worker runs the job any more, or the TPU is no longer up. Returns the TPU's
+    state and the last reports. Prints worker 0's last log line as it changes."""
+    ready = QR_READY if self.a.queued else NODE_READY
+    shown, unreachable = None, 0
+    while True:
+      if not self.g.dry_run:
+        time.sleep(self.a.poll_seconds)
+      reports = self.probe()
+      running = [r for r in reports if r.state == "running"]
+      if len(reports) >= workers:
+        unreachable = 0
+      if reports and running and not self.g.dry_run:
+        if reports[0].last != shown:
+          shown = reports[0].last
+          print(f"[{time.strftime('%H:%M:%S')}] running on {len(running)}/{max(workers, len(reports))} "
+                f"workers; {reports[0].host}: {shown}", file=sys.stderr, flush=True)
+        continue
+      if len(reports) >= workers and all(r.exit_status == 0 for r in reports):
+        return ready, reports  # complete: the TPU's state does not matter any more
+      state = self.state()
+      if state != ready or self.g.dry_run:
+        return state, reports
+      if len(reports) < workers:  # a worker did not answer on a TPU that is up: ask again
+        unreachable += 1
+        if unreachable <= getattr(self.a, "max_unanswered", 10):
+          continue
+        reports += [Report(f"worker-{i}?", "unreachable", "") for i in range(len(reports), workers)]
+      return state, reports
+
+
+@dataclasses.dataclass
+class Report:
+  """One worker's line: `bert_jax_job <host> <state> [<last log line>]`."""
+  host: str
+  state: str
+  last: str = ""
+
+  @property
+  def exit_status(self) -> int | None:
+    return int(self.state.split(":", 1)[1]) if re.fullmatch(r"exited:\d+", self.state) else None
+
+
+def parse_reports(out: str) -> list[Report]:
+  reports = []
+  for line in out.splitlines():
+    parts = line.strip().split(" ", 3)
+    if len(parts) >= 3 and parts[0] == REPORT:
+      reports.append(Report(parts[1], parts[2], parts[3] if len(parts) > 3 else ""))
+  return reports
+
+
+def _alive() -> str:
+  """A shell test: the job recorded in PID_FILE is still running (and is ours, not a reused pid)."""
+  return (f"test -s {PID_FILE} && ps -o args= -p \"$(cat {PID_FILE})\" 2>/dev/null | grep -q bert-jax-train")
+
+
+def stop_command() -> str:
+  """SIGTERM to the job's process group, when it runs."""
+  return (f"if {_alive()}; then kill -TERM -- -$(cat {PID_FILE}) && "
+          f"echo \"{REPORT} $(hostname) stopping $(cat {PID_FILE})\"; fi")
+
+
+def probe_command() -> str:
+  """Prints `bert_jax_job <host> <state> <last line of the job's output>` on a worker."""
+  return (f"if test -s {STATUS_FILE}; then s=exited:$(cat {STATUS_FILE}); elif {_alive()}; then s=running; "
+          f"elif test -e {PID_FILE}; then s=lost; else s=none; fi; "
+          f"last=$(tail -n 50 {LOG_FILE} 2>/dev/null | grep -v -F '{MARK}' | tail -n 1 | tr -d '\\r' | cut -c1-300); "
+          f"echo \"{REPORT} $(hostname) $s $last\"")
 
 
 def runtime_version(accelerator_type: str) -> str:
@@ -269,6 +393,7 @@ def check_train_args(train_args: list[str], require_gcs: bool) -> None:
 # --- subcommands --------------------------------------------------------------------------
 def cmd_create(tpu: Tpu, args, train_args) -> int:
   del train_args
+  check_zone(args.zone, args.accelerator_type)
   tpu.create()
   return 0
 
@@ -279,22 +404,44 @@ def cmd_setup(tpu: Tpu, args, train_args) -> int:
   return 0
 
 
+def _follow_hint(args) -> str:
+  return f"{sys.argv[0]} --name={args.name} --zone={args.zone}" + (" --queued" if args.queued else "")
+
+
 def cmd_run(tpu: Tpu, args, train_args) -> int:
-  del args
   check_train_args(train_args, require_gcs=False)
-  return tpu.run(train_args)
+  reports = tpu.start(train_args)
+  busy = [r for r in reports if r.state == "busy"]
+  if busy:
+    raise LaunchError(f"a job is running already on {', '.join(r.host for r in busy)} (process group "
+                      f"{busy[0].last}): follow it with `{_follow_hint(args)} logs`, or `stop` it first.")
+  print(f"Started on {len(reports)} worker(s), detached. Follow: {_follow_hint(args)} logs", file=sys.stderr)
+  return 0
 
 
 def cmd_logs(tpu: Tpu, args, train_args) -> int:
+  """Worker's log: the last --lines, then (unless --no-follow) new lines until the job ends."""
   del train_args
-  follow = "-F " if args.follow else ""
-  return tpu.g.run(tpu.ssh(f"tail -n {args.lines} {follow}{LOG_FILE}", worker=args.worker))
+  if not args.follow:
+    return tpu.g.run(tpu.ssh(f"tail -n {args.lines} {LOG_FILE}", worker=args.worker))
+  return tpu.g.run(tpu.ssh(f"if {_alive()}; then tail -n {args.lines} --pid=$(cat {PID_FILE}) -F {LOG_FILE}; "
+                           f"else tail -n {args.lines} {LOG_FILE}; fi", worker=args.worker))
 
 
 def cmd_status(tpu: Tpu, args, train_args) -> int:
-  del args, train_args
-  print(tpu.state() or "absent")
+  """The TPU's state and, when it is up, each worker's job and the last line of its log."""
+  del train_args
+  state = tpu.state()
+  print(state or "absent")
+  if state == (QR_READY if args.queued else NODE_READY) or args.dry_run:  # a dry run shows the probe too
+    for r in tpu.probe():
+      print(f"{r.host}: {r.state}  {r.last}")
   return 0
+
+
+def cmd_stop(tpu: Tpu, args, train_args) -> int:
+  del args, train_args
+  return tpu.stop()
 
 
 def cmd_delete(tpu: Tpu, args, train_args) -> int:
@@ -304,12 +451,14 @@ def cmd_delete(tpu: Tpu, args, train_args) -> int:
 
 
 def cmd_watch(tpu: Tpu, args, train_args) -> int:
-  """Create / set up / run, and after a preemption (or a run stopped before its end) run again,
-  until every worker reports exit status 0."""
+  """Create / set up / start, then poll the job; after a preemption (or a run stopped before its
+  end) start it again, until every worker reports exit status 0."""
   check_train_args(train_args, require_gcs=True)
+  check_zone(args.zone, args.accelerator_type)
   ready = QR_READY if args.queued else NODE_READY
   interruptions = failures = 0
   needs_setup = not args.skip_setup
+  first = True
 
   def interrupted(why: str) -> bool:
     """Counts an interruption; False once there were too many."""
@@ -319,12 +468,14 @@ def cmd_watch(tpu: Tpu, args, train_args) -> int:
       print(f"Giving up after {args.max_interruptions} interruptions ({why}).", file=sys.stderr)
       return False
     print(f"Interrupted ({why}); resuming (interruption {interruptions}).", file=sys.stderr, flush=True)
-    time.sleep(args.poll_seconds)
+    if not args.dry_run:
+      time.sleep(args.poll_seconds)
     return True
 
   while True:
     try:
-      needs_setup = tpu.ensure() or needs_setup
+      new = tpu.ensure()
+      needs_setup = new or needs_setup
       if needs_setup:
         tpu.setup()
         needs_setup = False
@@ -336,34 +487,56 @@ def cmd_watch(tpu: Tpu, args, train_args) -> int:
       if not interrupted(f"TPU {state or 'absent'} during set-up: {e}"):
         return 1
       continue
-    rc = tpu.run(train_args)
-    statuses = tpu.statuses()
+    # A watch started again (another laptop, a lost connection) attaches to the job it finds running.
+    running = [r for r in tpu.probe() if r.state == "running"] if first and not new else []
+    first = False
+    if running:
+      print(f"The job is running already on {len(running)} worker(s): watching it.", file=sys.stderr, flush=True)
+      workers = len(running)
+    else:
+      started = tpu.start(train_args)
+      workers = len(started)
+      if any(r.state == "busy" for r in started):  # a job began meanwhile (another watch): follow it
+        print("A job is running already: watching it.", file=sys.stderr, flush=True)
+    state, reports = tpu.wait_job(workers)
     if args.dry_run:  # one attempt shown, as if the TPU did not exist and the run completed
       return 0
-    if statuses and all(s == "0" for s in statuses):
+    statuses = [r.state for r in reports]
+    if reports and all(r.exit_status == 0 for r in reports):
       print(f"Run complete (every worker exited 0) after {interruptions} interruption(s).", file=sys.stderr)
       if args.delete_when_done:
         tpu.delete()
       return 0
-    state = tpu.state()
-    errors = [int(s) for s in statuses if s.isdigit() and int(s) not in (0, EXIT_INCOMPLETE)]
-    if state != ready or not errors:  # preempted, lost connection, or stopped early: resume
-      why = f"TPU {state or 'absent'}" if state != ready else f"worker exit statuses {statuses or '(none)'}"
+    errors = [r for r in reports if r.exit_status not in (None, 0, EXIT_INCOMPLETE)]
+    if state != ready or not errors:  # preempted, suspended, lost, or stopped early: resume
+      why = f"TPU {state or 'absent'}" if state != ready else f"worker jobs {statuses or '(no answer)'}"
       if not interrupted(why):
-        return rc or 1
+        return 1
       continue
     failures += 1
+    last = "; ".join(f"{r.host}: {r.last}" for r in errors if r.last)
     if failures > args.max_failures:
-      print(f"The run failed (worker exit statuses {statuses}); not re-running. Its log: "
-            f"{sys.argv[0]} --name={args.name} --zone={args.zone} logs", file=sys.stderr)
-      return errors[0]
-    print(f"The run failed (worker exit statuses {statuses}); re-running ({failures}/{args.max_failures}).",
-          file=sys.stderr, flush=True)
-    time.sleep(args.poll_seconds)
+      print(f"The run failed (worker jobs {statuses}); not re-running. Last log line: {last or '(none)'}. "
+            f"Its log: {_follow_hint(args)} logs --worker=N", file=sys.stderr)
+      return errors[0].exit_status or 1
+    print(f"The run failed (worker jobs {statuses}; {last or 'no log line'}); re-running "
+          f"({failures}/{args.max_failures}).", file=sys.stderr, flush=True)
+    if not args.dry_run:
+      time.sleep(args.poll_seconds)
+
+
+def check_zone(zone: str, accelerator_type: str | None) -> None:
+  """A warning when the zone is not among those ZONES lists for the accelerator's generation."""
+  if not accelerator_type:
+    return
+  for prefix, zones in ZONES:
+    if accelerator_type.startswith(prefix + "-") and zone not in zones:
+      print(f"Warning: {accelerator_type} is not offered in {zone} as far as this launcher knows; "
+            f"{prefix} zones: {', '.join(zones)} (cloud.google.com/tpu/docs/regions-zones).", file=sys.stderr)
 
 
 COMMANDS = {"create": cmd_create, "setup": cmd_setup, "run": cmd_run, "watch": cmd_watch, "logs": cmd_logs,
-            "status": cmd_status, "delete": cmd_delete}
+            "status": cmd_status, "stop": cmd_stop, "delete": cmd_delete}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -394,7 +567,8 @@ def parser() -> argparse.ArgumentParser:
 
   create_flags(sub.add_parser("create", help="Create the TPU VM (or queued resource)."))
   setup_flags(sub.add_parser("setup", help="Copy this checkout to every worker and install requirements."))
-  run_flags(sub.add_parser("run", help="Run `python -m bert_jax.main <args after -->` on every worker."))
+  run_flags(sub.add_parser("run", help="Start `bert-jax-train <args after -->` on every worker, detached; "
+                                       "returns once it is started."))
   w = sub.add_parser("watch", help="create (if absent) + setup + run; re-create and re-run after preemption "
                                    "until the run is complete.")
   create_flags(w)
@@ -404,11 +578,15 @@ def parser() -> argparse.ArgumentParser:
   w.add_argument("--max-failures", type=int, default=0, help="Re-runs after the job itself fails.")
   w.add_argument("--skip-setup", action="store_true", help="The TPU exists and is set up already.")
   w.add_argument("--delete-when-done", action="store_true", help="Delete the TPU when the run is complete.")
-  lg = sub.add_parser("logs", help="Show (follow) a worker's log of the runs.")
+  w.add_argument("--max-unanswered", type=int, default=10,
+                 help="Polls in a row that some worker of a READY TPU does not answer before that counts as "
+                      "an interruption.")
+  lg = sub.add_parser("logs", help="Show a worker's log of the jobs and follow it until the job ends.")
   lg.add_argument("--worker", default="0")
   lg.add_argument("--lines", type=int, default=100)
   lg.add_argument("--no-follow", dest="follow", action="store_false")
-  sub.add_parser("status", help="Print the TPU's (queued resource's) state, or 'absent'.")
+  sub.add_parser("status", help="Print the TPU's (queued resource's) state, or 'absent', and each worker's job.")
+  sub.add_parser("stop", help="SIGTERM the job on every worker (it saves a checkpoint and exits 75).")
   sub.add_parser("delete", help="Delete the TPU VM (queued resource and its node with --queued).")
   return p
 
