@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bert_jax import models
 from bert_jax.models import config as config_lib
 
 # Dense bf16 peak per chip (TFLOP/s), public vendor figures. Keys are matched in order against
@@ -93,7 +94,6 @@ def forward_flops(model_config: Any, batch_size: int, seq_len: int, max_predicti
 
 def task_head(task) -> tuple[str, int]:
   """(head, num_labels) of a bert_jax.tasks.base.Task, from its model class."""
-  from bert_jax import models  # pylint: disable=g-import-not-at-top
   model = task.model
   if isinstance(model, models.ForSequenceClassification):
     return "classify", model.num_labels

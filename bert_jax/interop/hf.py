@@ -35,7 +35,10 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from bert_jax import models
 from bert_jax.models import config as config_lib
+from bert_jax.models import layers
+from bert_jax.models import peft
 
 ModelConfig = config_lib.ModelConfig
 Params = dict[str, Any]
@@ -375,7 +378,6 @@ def import_hf(hf_dir: str, generator_dir: str | None = None, seed: int = 0
 
 
 def _import(hf_dir, generator_dir, fill_missing, seed=0):
-  from bert_jax import models  # pylint: disable=g-import-not-at-top
 
   hf_cfg = read_hf_config(hf_dir)
   archs = hf_cfg.get("architectures") or []
@@ -442,7 +444,6 @@ def _fresh(name: str, shape, cfg: ModelConfig, rng: np.random.Generator) -> np.n
 
 def _unrolled(model_config: Any, params: Params) -> tuple[ModelConfig, Params]:
   """(validated config without scan_layers, params in the unrolled layer layout)."""
-  from bert_jax.models import layers  # pylint: disable=g-import-not-at-top
   cfg = config_lib.validate(model_config)
   return dataclasses.replace(cfg, scan_layers=False), layers.unstack_layers(params)
 
@@ -496,7 +497,6 @@ def load_classifier(hf_dir: str) -> tuple[ModelConfig, Params, dict[str, Any] | 
   backbones (with or without the family prefix), *ForPreTraining / *ForMaskedLM (ELECTRA:
   the discriminator's backbone) and our converted directories (`load_converted`).
   """
-  from bert_jax import models  # pylint: disable=g-import-not-at-top
 
   if os.path.exists(os.path.join(hf_dir, CONVERTED_PARAMS)):
     cfg, params = load_converted(hf_dir)
@@ -543,7 +543,6 @@ def export_classifier(model_config: Any, params: Params, num_labels: int, hf_dir
   """Writes an HF [Bert|Albert|Electra]ForSequenceClassification (config.json +
   model.safetensors) from ForSequenceClassification params; LoRA is merged first."""
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  from bert_jax.models import peft  # pylint: disable=g-import-not-at-top
 
   cfg, params = _unrolled(model_config, params)
   if cfg.lora_rank or peft.has_lora(params):
@@ -612,7 +611,6 @@ def head_name_map(cfg: ModelConfig, kind: str, prefix: str | None = None) -> lis
 
 
 def head_model(cfg: ModelConfig, kind: str, num_labels: int = 2):
-  from bert_jax import models  # pylint: disable=g-import-not-at-top
   _check_kind(kind)
   if kind == "question_answering":
     return models.ForQuestionAnswering(cfg)
@@ -627,7 +625,6 @@ def load_head(hf_dir: str, kind: str) -> tuple[ModelConfig, Params, dict[str, An
   read too), else None: a backbone (BertModel, *ForPreTraining, ...; ELECTRA's discriminator)
   or our converted directory gives the backbone only.
   """
-  from bert_jax import models  # pylint: disable=g-import-not-at-top
   suffix = _check_kind(kind)
   if os.path.exists(os.path.join(hf_dir, CONVERTED_PARAMS)):
     cfg, params = load_converted(hf_dir)
@@ -668,7 +665,6 @@ def export_head(model_config: Any, params: Params, hf_dir: str, kind: str,
   """Writes an HF <Family>ForQuestionAnswering / ForTokenClassification (config.json +
   model.safetensors) from ForQuestionAnswering / ForTokenClassification params (LoRA merged)."""
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  from bert_jax.models import peft  # pylint: disable=g-import-not-at-top
   suffix = _check_kind(kind)
   cfg, params = _unrolled(model_config, params)
   if cfg.lora_rank or peft.has_lora(params):

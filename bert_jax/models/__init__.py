@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from bert_jax import batch as batch_lib
 from bert_jax.models.bert import BertModel
 from bert_jax.models.bert import ForQuestionAnswering
 from bert_jax.models.bert import ForSequenceClassification
@@ -59,7 +60,6 @@ def dummy_batch(model_config: Any, batch_size: int = 2, seq_len: int = 16,
                 max_predictions: int = 4) -> dict[str, np.ndarray]:
   """A batch of the pretraining data contract (bert_jax.batch.pretraining; zeros, all real)."""
   del model_config  # shapes only depend on the sizes; kept for a uniform signature
-  from bert_jax import batch as batch_lib  # pylint: disable=g-import-not-at-top
   return batch_lib.dummy(batch_lib.pretraining(seq_len, max_predictions), batch_size)
 
 

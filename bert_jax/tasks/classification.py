@@ -21,6 +21,7 @@ import numpy as np
 from bert_jax import batch as batch_lib
 from bert_jax import metrics as metrics_lib
 from bert_jax import models
+from bert_jax.data import glue
 from bert_jax.interop import hf
 from bert_jax.tasks import base
 from bert_jax.tasks import finetuning
@@ -29,8 +30,7 @@ from bert_jax.tasks import finetuning
 @functools.lru_cache(maxsize=16)
 def _load(task_name, source, path, split, labels, tok_kind, tok_path, lower, max_len, truncation,
           subset, subset_seed):
-  # TensorFlow (TFDS sources) loads with the data modules only when data are read.
-  from bert_jax.data import glue, tokenizers  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top  # TensorFlow: only when data are read
   info = glue.get_task(task_name)
   ex = glue.read_examples(info, source, path, split, labels=labels or None)
   keep = finetuning.subset(len(ex), subset, subset_seed)
@@ -42,12 +42,10 @@ def _load(task_name, source, path, split, labels, tok_kind, tok_path, lower, max
 
 
 def task_info(config):
-  from bert_jax.data import glue  # pylint: disable=g-import-not-at-top
   return glue.get_task(config.finetune.task)
 
 
 def label_names(config) -> tuple[str, ...] | None:
-  from bert_jax.data import glue  # pylint: disable=g-import-not-at-top
   info = task_info(config)
   if config.finetune.labels:
     return tuple(s.strip() for s in config.finetune.labels.split(","))
@@ -104,7 +102,6 @@ class Classification(finetuning.FinetuneTask):
 
   def write_test_predictions(self, predict, out_dir):
     """GLUE test predictions (the benchmark's submission files) of the test splits that exist."""
-    from bert_jax.data import glue  # pylint: disable=g-import-not-at-top
     ebs = self.config.eval.batch_size or self.config.train.batch_size
     written = []
     for split in self.info.test_splits:

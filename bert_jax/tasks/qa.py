@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from bert_jax import batch as batch_lib
 from bert_jax import models
+from bert_jax.data import squad
 from bert_jax.interop import hf
 from bert_jax.tasks import base
 from bert_jax.tasks import finetuning
@@ -59,7 +60,6 @@ def _slice(spec: str, what: str) -> slice:
 @functools.lru_cache(maxsize=8)
 def _read(version: str, source: str, data_dir: str, file: str, split: str, articles: str):
   """(examples, official-layout dataset list) of one split, restricted to `articles`."""
-  from bert_jax.data import squad  # pylint: disable=g-import-not-at-top  # TF only there
   what = "train_articles" if split == "train" else "eval_articles"
   if source == "json":
     path = file or os.path.join(data_dir, squad.SPLIT_FILES[version][split])
@@ -77,7 +77,7 @@ def _read(version: str, source: str, data_dir: str, file: str, split: str, artic
 
 @functools.lru_cache(maxsize=8)
 def _featurize(key, tok_kind, tok_path, lower, max_len, stride, max_query, is_training, subset, subset_seed):
-  from bert_jax.data import squad, tokenizers  # pylint: disable=g-import-not-at-top
+  from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top  # TensorFlow: only when data are read
   examples, data = _read(*key)
   keep = finetuning.subset(len(examples), subset, subset_seed)
   if keep is not None:
@@ -183,7 +183,6 @@ class QuestionAnswering(finetuning.FinetuneTask):
     return {}, {"start_logits": start, "end_logits": end, "weight": batch["weight"]}
 
   def host_metrics(self, outputs):
-    from bert_jax.data import squad  # pylint: disable=g-import-not-at-top
     q = self.config.finetune.squad
     examples, data, feats, tok = load(self.config, self._eval_split)
     real = outputs["weight"] > 0

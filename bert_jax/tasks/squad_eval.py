@@ -22,6 +22,8 @@ import re
 import string
 from typing import Any, Mapping
 
+from bert_jax.data import squad
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = frozenset(string.punctuation)
 
@@ -153,7 +155,6 @@ def main(argv=None) -> None:
     start, stop = (int(x) if x else None for x in args.articles.split(":"))
     dataset = dataset[start:stop]
   if args.first_sentence_baseline:
-    from bert_jax.data import squad  # pylint: disable=g-import-not-at-top
     preds = squad.first_sentence_predictions(squad.from_json({"data": dataset}))
   elif args.pred_file:
     with open(args.pred_file, encoding="utf-8") as f:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from bert_jax import batch as batch_lib
 from bert_jax import metrics as metrics_lib
 from bert_jax import models
+from bert_jax.data import conll
 from bert_jax.interop import hf
 from bert_jax.tasks import base
 from bert_jax.tasks import finetuning
@@ -37,7 +38,6 @@ def _column(config) -> int | str:
   col, source = config.finetune.tagging.label_column, config.finetune.source
   if source == "tfds":
     return col
-  from bert_jax.data import conll  # pylint: disable=g-import-not-at-top
   if col in conll.CONLL2003_COLUMNS:
     return conll.CONLL2003_COLUMNS[col] if col != "ner" else -1
   try:
@@ -49,7 +49,6 @@ def _column(config) -> int | str:
 
 @functools.lru_cache(maxsize=8)
 def _read(source: str, data_dir: str, split: str, column):
-  from bert_jax.data import conll  # pylint: disable=g-import-not-at-top
   if source == "tfds":
     return conll.read_tfds(split, column, data_dir)
   if source == "conll":
@@ -70,7 +69,7 @@ def label_names(config) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=8)
 def _featurize(source, data_dir, split, column, labels, tok_kind, tok_path, lower, max_len, subset, subset_seed):
-  from bert_jax.data import conll, tokenizers  # pylint: disable=g-import-not-at-top
+  from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top  # TensorFlow: only when data are read
   sentences, _ = _read(source, data_dir, split, column)
   keep = finetuning.subset(len(sentences), subset, subset_seed)
   if keep is not None:
@@ -151,7 +150,6 @@ class TokenClassification(finetuning.FinetuneTask):
     return metrics, {"pred": pred, "weight": batch["weight"]}
 
   def host_metrics(self, outputs):
-    from bert_jax.data import conll  # pylint: disable=g-import-not-at-top
     sentences, feats = load(self.config, self._eval_split)
     pred = outputs["pred"][outputs["weight"] > 0]
     if len(pred) != len(sentences):
