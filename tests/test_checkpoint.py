@@ -12,17 +12,21 @@ import pytest
 
 from bert_jax import checkpointing
 from bert_jax import sharding
+from bert_jax import starts
+from bert_jax import state as state_lib
+from bert_jax import steps as steps_lib
 from bert_jax import train
-from bert_jax import warm_start
+from bert_jax.tasks import pretraining
+from bert_jax.tasks import registry
 from train_testlib import tiny_config, tree_max_diff
 
 
 def _recording_inputs(monkeypatch, seen):
-  """Wraps train.make_inputs so every train batch handed to the loop is hashed into `seen`."""
-  real = train.make_inputs
+  """Wraps the task's inputs so every train batch handed to the loop is hashed into `seen`."""
+  real = pretraining.Pretraining.inputs
 
-  def wrapped(config, workdir, start_batch):
-    it, eval_fn = real(config, workdir, start_batch)
+  def wrapped(task, workdir, start_batch):
+    it, eval_fn = real(task, workdir, start_batch)
 
     def gen():
       for b in it:
@@ -30,7 +34,7 @@ def _recording_inputs(monkeypatch, seen):
         yield b
     return gen(), eval_fn
 
-  monkeypatch.setattr(train, "make_inputs", wrapped)
+  monkeypatch.setattr(pretraining.Pretraining, "inputs", wrapped)
 
 
 def _config(n):
@@ -105,9 +109,8 @@ def test_corrupt_latest_falls_back_to_previous(tmp_path, caplog):
   ckpt_dir = tmp_path / "checkpoints"
   assert sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) == [2, 4]
   _corrupt(ckpt_dir / "4")
-  s = train.setup(c)
-  abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), s["abstract"],
-                          s["state_sh"])
+  s = state_lib.setup(c, registry.get_task(c))
+  abstract = s.abstract_state()
   ck = checkpointing.Checkpointer(str(ckpt_dir), c.checkpoint)
   with caplog.at_level("WARNING"):
     state, meta, step = ck.restore(abstract)
@@ -125,9 +128,8 @@ def test_restore_onto_smaller_meshes(tmp_path):
   ref = jax.device_get(saved["state"])
   for devices, sizes in ((jax.devices()[:4], dict(data=1, fsdp=2, tensor=2)), (jax.devices()[:1], dict(data=1, fsdp=1, tensor=1))):
     c.mesh.update(**sizes)
-    s = train.setup(c, mesh=sharding.make_mesh(c.mesh, devices))
-    abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), s["abstract"],
-                            s["state_sh"])
+    s = state_lib.setup(c, registry.get_task(c), mesh=sharding.make_mesh(c.mesh, devices))
+    abstract = s.abstract_state()
     ck = checkpointing.Checkpointer(str(tmp_path / "checkpoints"), c.checkpoint, read_only=True)
     state, _, step = ck.restore(abstract)
     ck.close()
@@ -166,10 +168,10 @@ def test_warm_start_from_hf_checkpoint(tmp_path):
   c.init.hf_checkpoint = str(tmp_path / "hf")
   from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
   _, hf_params = hf.load_hf_checkpoint(str(tmp_path / "hf"))
-  s = train.setup(c)
-  _, _, init = train.compile_steps(c, s)
+  s = state_lib.setup(c, registry.get_task(c))
+  _, _, init = steps_lib.compile_steps(c, s)
   state = init(jax.random.PRNGKey(0))
-  warm = warm_start.from_hf(c, state["params"])
+  warm = starts.from_hf(c, state["params"])
   flat_hf = dict(jax.tree_util.tree_flatten_with_path(hf_params)[0])
   flat_warm = dict(jax.tree_util.tree_flatten_with_path(warm)[0])
   flat_init = dict(jax.tree_util.tree_flatten_with_path(state["params"])[0])
@@ -185,4 +187,4 @@ def test_warm_start_from_hf_checkpoint(tmp_path):
   other = tiny_config("albert", steps=1)
   other.init.hf_checkpoint = str(tmp_path / "hf")
   with pytest.raises(ValueError, match="holds a bert model but config.model.family='albert'"):
-    warm_start.from_hf(other, state["params"])
+    starts.from_hf(other, state["params"])

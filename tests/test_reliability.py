@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 
 from bert_jax import checkpointing
+from bert_jax import state as state_lib
 from bert_jax import train
 from bert_jax.data import checks
+from bert_jax.tasks import pretraining
+from bert_jax.tasks import registry
 from train_testlib import ROOT, tiny_config
 
 _COMPILE = "/jax/core/compile/backend_compile_duration"
@@ -115,9 +118,10 @@ def test_data_config_errors_before_any_compilation(edit, match, tmp_path, jax_ev
 @pytest.mark.parametrize("name", ["bert.py:tiny,runlocal", "bert.py:base", "albert.py:base,runlocal",
                                   "electra.py:small,runlocal", "electra.py:large", "finetune.py:sst2"])
 def test_shipped_configs_pass_the_checks(name):
-  from bert_jax import configs, objectives  # pylint: disable=g-import-not-at-top
+  from bert_jax import configs  # pylint: disable=g-import-not-at-top
   c = configs.load(name)
-  objectives.validate(c.objective, c.model, c.data)
+  registry.task_class(c)  # the objective name
+  pretraining.validate(c.objective, c.model, c.data)
   checks.validate(c.data)
 
 
@@ -236,8 +240,8 @@ def saved_run(tmp_path_factory):
   Nothing is compiled: the state's values do not matter to a resume's checks."""
   workdir = tmp_path_factory.mktemp("saved")
   c = _run_config()
-  s = train.setup(c)
-  state = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), s["abstract"])
+  s = state_lib.setup(c, registry.get_task(c))
+  state = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), s.abstract)
   ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"), c.checkpoint)
   for step in (1, 2):
     ckpt.save(step, state, {"step": step, "data_batches": step, "family": c.model.family})

@@ -12,11 +12,12 @@ from jax.sharding import PartitionSpec as P
 
 from bert_jax import batch as batch_lib
 from bert_jax import models
-from bert_jax import objectives
 from bert_jax import optim
-from bert_jax import train
+from bert_jax import state as state_lib
+from bert_jax import steps as steps_lib
 from bert_jax.data import synthetic
 from bert_jax.models import peft
+from bert_jax.tasks import registry
 from train_testlib import tiny_config, tree_max_diff
 
 TOL = 1e-5
@@ -69,7 +70,7 @@ def test_scanned_equals_unrolled_outputs_loss_and_grads(family, remat):
   ALBERT here shares one group over 2 layers: scanned with its params broadcast, same tree."""
   extra = {"num_hidden_groups": 1} if family == "albert" else {}
   c, s = _configs(family, layers=2, remat_policy=remat, **extra)
-  task, stask = objectives.get_task(c), objectives.get_task(s)
+  task, stask = registry.get_task(c), registry.get_task(s)
   params = _random_params(task)
   want = jax.eval_shape(stask.init_params, jax.random.key(0))
   sparams = models.match_layers(params, want)
@@ -90,7 +91,7 @@ def test_stack_unstack_round_trip_and_match():
   """ELECTRA (two towers): stack / unstack / match_layers, and the scanned forward pass (train
   mode, dropout off) on the stacked params gives the unrolled one's logits."""
   c, s = _configs("electra")
-  task, stask = objectives.get_task(c), objectives.get_task(s)
+  task, stask = registry.get_task(c), registry.get_task(s)
   params = _random_params(task)
   stacked = models.stack_layers(params)
   inputs = models.model_inputs(task.model, _batch(c, task))
@@ -122,11 +123,11 @@ def test_scanned_params_carry_layers_axis_and_shard_on_the_mesh():
   _, s = _configs("bert", layers=2)
   s.model.update(hidden_size=64, num_attention_heads=4, intermediate_size=128)
   s.mesh.update(preset="fsdp_tp", data=2, fsdp=2, tensor=2)
-  st = train.setup(s)
-  specs = st["task"].logical_specs()["bert"]["encoder"]["layers"]
+  st = state_lib.setup(s, registry.get_task(s))
+  specs = st.task.logical_specs()["bert"]["encoder"]["layers"]
   assert specs["attention"]["query"]["kernel"] == P("layers", "embed", "heads", "kv")
   assert specs["output_LayerNorm"]["scale"] == P("layers", "embed")
-  init = jax.jit(st["init_fn"], out_shardings=st["state_sh"])
+  init = jax.jit(st.init_fn, out_shardings=st.state_sh)
   state = init(jax.random.key(0))
   query = state["params"]["bert"]["encoder"]["layers"]["attention"]["query"]["kernel"]
   assert query.shape == (2, 64, 4, 16)
@@ -144,14 +145,14 @@ def test_one_sharded_step_scanned_equals_unrolled():
     c, _ = _configs("bert", layers=2)
     c.model.scan_layers = scan
     c.mesh.update(preset="fsdp_tp", data=2, fsdp=2, tensor=2)
-    st = train.setup(c)
-    train_step, _, init = train.compile_steps(c, st)
+    st = state_lib.setup(c, registry.get_task(c))
+    train_step, _, init = steps_lib.compile_steps(c, st)
     state = init(jax.random.PRNGKey(0))
     if scan:  # the unrolled run's initial params, stacked
-      state["params"] = jax.device_put(models.stack_layers(out[False][2]), st["state_sh"]["params"])
-    batch = train._to_global(synthetic.batch(c, 0, c.train.batch_size, 0), st)  # pylint: disable=protected-access
+      state["params"] = jax.device_put(models.stack_layers(out[False][2]), st.state_sh["params"])
+    batch = steps_lib.to_global(synthetic.batch(c, 0, c.train.batch_size, 0), st)
     start = jax.device_get(state["params"])
-    with train.mesh_context(st["mesh"], st["rules"]):
+    with steps_lib.mesh_context(st.mesh, st.rules):
       new, metrics = train_step(state, batch)
     out[scan] = (float(np.asarray(metrics["loss"])[0]), jax.device_get(new["params"]), start)
   assert abs(out[True][0] - out[False][0]) < TOL
@@ -176,7 +177,7 @@ def test_hf_checkpoint_into_a_scanned_model_and_export(tmp_path):
   """config.init.hf_checkpoint -> a scanned model (warm_start restacks) gives transformers'
   outputs; exporting the scanned params writes the HF tensors back bit for bit."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from bert_jax import warm_start  # pylint: disable=g-import-not-at-top
+  from bert_jax import starts  # pylint: disable=g-import-not-at-top
   from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
   ref, torch = _tiny_hf_bert(tmp_path)
   cfg, _, _ = hf.import_hf(str(tmp_path / "hf"))
@@ -188,7 +189,7 @@ def test_hf_checkpoint_into_a_scanned_model_and_export(tmp_path):
   x["input_mask"][1, 7:] = 0
   fresh = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), models.abstract_params(model, x))
   config = ml_collections.ConfigDict({"init": {"hf_checkpoint": str(tmp_path / "hf")}, "model": {"family": "bert"}})
-  params = warm_start.from_hf(config, fresh)
+  params = starts.from_hf(config, fresh)
   assert params["bert"]["encoder"]["layers"]["attention"]["query"]["kernel"].shape[0] == 3
   out = model.apply({"params": params}, **x)
   with torch.no_grad():
@@ -246,7 +247,7 @@ def test_lora_adapters_merge_and_layerwise_lr_decay_with_scan():
 def test_distillation_hidden_states_and_student_init_with_scan():
   """apply_with_intermediates reads a scanned stack's hidden states and attention scores row by
   row; every_kth_layer takes its layers from a scanned source too."""
-  from bert_jax import distill  # pylint: disable=g-import-not-at-top
+  from bert_jax.tasks import distill  # pylint: disable=g-import-not-at-top
   cfg = models.validate(dict(family="bert", vocab_size=101, hidden_size=32, num_hidden_layers=4,
                              num_attention_heads=2, intermediate_size=48, max_position_embeddings=32))
   scfg = dataclasses.replace(cfg, scan_layers=True)
@@ -277,7 +278,7 @@ def test_refusals_name_the_keys_before_anything_compiles():
   c = tiny_config("albert")
   c.model.update(inner_group_num=2, scan_layers=True)
   with pytest.raises(ValueError, match=r"config\.model\.scan_layers.*inner_group_num"):
-    train.setup(c)
+    state_lib.setup(c, registry.get_task(c))
 
 
 def test_off_by_default_and_unrolled_tree_unchanged():

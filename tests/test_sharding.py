@@ -8,7 +8,9 @@ from jax.sharding import PartitionSpec as P
 
 from bert_jax.data import synthetic
 from bert_jax import sharding
-from bert_jax import train
+from bert_jax import state as state_lib
+from bert_jax import steps as steps_lib
+from bert_jax.tasks import registry
 from train_testlib import tiny_config, tree_max_diff
 
 MESHES = {"dp": dict(data=-1, fsdp=1, tensor=1), "fsdp": dict(data=2, fsdp=-1, tensor=1),
@@ -62,12 +64,12 @@ def test_indivisible_dims_stay_replicated():
 
 
 def _one_step(config, mesh):
-  s = train.setup(config, mesh=mesh)
-  train_step, _, init = train.compile_steps(config, s)
+  s = state_lib.setup(config, registry.get_task(config), mesh=mesh)
+  train_step, _, init = steps_lib.compile_steps(config, s)
   state = init(jax.random.PRNGKey(0))
   batch = synthetic.batch(config, 0, config.train.batch_size, 0)
-  with train.mesh_context(s["mesh"], s["rules"]):
-    new_state, metrics = train_step(state, train._to_global(batch, s))  # pylint: disable=protected-access
+  with steps_lib.mesh_context(s.mesh, s.rules):
+    new_state, metrics = train_step(state, steps_lib.to_global(batch, s))
   return jax.device_get(new_state["params"]), float(np.asarray(metrics["loss"])[0]), new_state, s
 
 
