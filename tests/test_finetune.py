@@ -27,7 +27,13 @@ from bert_jax import checkpointing
 from bert_jax import finetune
 from bert_jax import models
 from bert_jax import optim
+from bert_jax import starts
+from bert_jax import state as state_lib
+from bert_jax import steps as steps_lib
 from bert_jax import train
+from bert_jax.tasks import classification
+from bert_jax.tasks import finetuning
+from bert_jax.tasks import registry
 from train_testlib import load_config, tree_max_diff
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -140,22 +146,22 @@ def flat(tree):
 
 
 def first_batches(config, n):
-  feats = finetune.load_split(config, "train")
-  it = finetune.epoch_batches(feats, config.train.batch_size, 0, config.data.seed)
+  feats = classification.load_split(config, "train")
+  it = finetuning.epoch_batches(feats, config.train.batch_size, 0, config.data.seed)
   return [next(it) for _ in range(n)]
 
 
 def steps(config, devices=None, n=2, warm=True):
   """State after n train steps from the warm start on `devices` (default all); start params too."""
-  s = train.setup(config, devices=devices)
-  train_step, _, init = train.compile_steps(config, s)
+  s = state_lib.setup(config, registry.get_task(config), devices=devices)
+  train_step, _, init = steps_lib.compile_steps(config, s)
   state = init(jax.random.PRNGKey(config.seed))
   if warm:
-    state = dict(state, params=s["task"].warm_start(state["params"]))
+    state = dict(state, params=s.task.warm_start(state["params"]))
   start = jax.device_get(state["params"])
-  with train.mesh_context(s["mesh"], s["rules"]):
+  with steps_lib.mesh_context(s.mesh, s.rules):
     for b in first_batches(config, n):
-      state, metrics = train_step(state, train._to_global(b, s))  # pylint: disable=protected-access
+      state, metrics = train_step(state, steps_lib.to_global(b, s))
   return state, start, s, float(np.asarray(metrics["loss"])[0])
 
 
@@ -191,7 +197,7 @@ def test_sharded_step_matches_single_device(hf_dir, sst2, arg):
   config.mesh.update(preset="fsdp_tp", data=2, fsdp=2, tensor=2)
   ref_params = jax.device_get(ref["params"])
   state, _, s, loss = steps(config)
-  assert dict(s["mesh"].shape) == {"data": 2, "fsdp": 2, "tensor": 2}
+  assert dict(s.mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
   specs = [x.sharding.spec for x in jax.tree.leaves(state["params"])]
   assert any(any(d is not None for d in spec) for spec in specs)  # really sharded
   assert abs(loss - ref_loss) < 1e-5, (loss, ref_loss)
@@ -216,7 +222,7 @@ def test_peft_updates_only_trainable_leaves(hf_dir, sst2, method):
   config = finetune.prepare(ft_config(hf_dir, sst2[0], arg=method))
   config.optimizer.warmup_steps = 0
   state, start, s, _ = steps(config, jax.devices()[:1], n=3)
-  mask, new, old = flat(s["trainable"]), flat(jax.device_get(state["params"])), flat(start)
+  mask, new, old = flat(s.trainable), flat(jax.device_get(state["params"])), flat(start)
   changed = {k: bool(np.any(new[k] != old[k])) for k in new}
   trainable = sorted(k for k in new if mask[k])
   frozen = sorted(k for k in new if not mask[k])
@@ -248,7 +254,7 @@ def test_peft_trainable_fraction_of_minilm(method, kw):
   c = load_config("finetune", f"sst2,{method}")
   c.model.update({k: v for k, v in dataclasses.asdict(cfg).items() if k in c.model})
   c.model.update(kw)
-  task = finetune.Classification(c)
+  task = classification.Classification(c)
   abstract = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
   mask = task.trainable(abstract)
   total = models.param_count(abstract)
@@ -257,14 +263,14 @@ def test_peft_trainable_fraction_of_minilm(method, kw):
   assert 22_500_000 < total < 23_500_000  # 22.7M + the PEFT leaves
   assert 0 < n < 0.03 * total
   # Full fine-tuning trains everything.
-  assert finetune.Classification(load_config("finetune", "sst2")).trainable(abstract) is None
+  assert classification.Classification(load_config("finetune", "sst2")).trainable(abstract) is None
 
 
 @pytest.mark.parametrize("mode,values,best", [("max", [0.5, 0.9, 0.7, None], 2), ("min", [0.5, 0.9, 0.7, None], 1),
                                              ("max", [0.8, 0.8, 0.3, None], 2)])
 def test_recipe_keeps_the_best_and_the_latest_checkpoint(tmp_path, mode, values, best):
   """keep=1 + keep_best=1 (configs/finetune.py): the best epoch's checkpoint (ties: the later)
-  survives next to the latest, and a later reader (score, load_best) finds it from the metrics
+  survives next to the latest, and a later reader (score, starts.finetuned_params) finds it from the metrics
   stored with the checkpoints."""
   c = load_config("finetune", "sst2").checkpoint
   c.update(async_save=False)
@@ -295,7 +301,7 @@ def predict(task, params, feats, batch_size=16):
   """Logits of every row of `feats` (no padding rows)."""
   fn = jax.jit(task.logits)
   out = [np.asarray(fn(params, {k: v for k, v in b.items()}))
-         for b in finetune.padded_batches(feats, batch_size)]
+         for b in finetuning.padded_batches(feats, batch_size)]
   return np.concatenate(out)[:len(feats["label"])]
 
 
@@ -352,11 +358,12 @@ def test_export_best_checkpoint_to_transformers(sst2_run, tmp_path):
   _, workdir, results, _ = sst2_run
   seed_dir = os.path.join(workdir, "seed_0")
   out = finetune.export(seed_dir, str(tmp_path / "export"))
-  config, task, params = finetune.load_best(seed_dir)
+  config, params = starts.finetuned_params(seed_dir)
+  task = registry.get_task(config)
   model = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
   assert model.config.id2label == {0: "negative", 1: "positive"}
   assert type(model).__name__ == "BertForSequenceClassification"
-  feats = finetune.load_split(config, "validation")
+  feats = classification.load_split(config, "validation")
   ours = predict(task, params, feats)
   with torch.no_grad():
     theirs = model(input_ids=torch.tensor(feats["input_ids"], dtype=torch.long),
@@ -377,12 +384,12 @@ def test_regression_task_loss_is_mse_and_metrics_are_scipys(hf_dir, tmp_path):
   """No train step compiled: the STS-B task's loss and eval outputs, eagerly, on a padded batch."""
   from scipy import stats  # pylint: disable=g-import-not-at-top
   config = finetune.prepare(ft_config(hf_dir, write_stsb(str(tmp_path / "stsb")), task="stsb"))
-  task = finetune.Classification(config)
+  task = classification.Classification(config)
   assert task.regression and task.num_labels == 1 and task.best_metric == "eval/spearman"
   assert task.features["label"].dtype == "float32"
   params = task.warm_start(task.init_params(jax.random.PRNGKey(0)))
-  feats = finetune.load_split(config, "validation")
-  b = next(finetune.padded_batches(feats, 32))  # 21 rows + 11 weight-0 padding rows
+  feats = classification.load_split(config, "validation")
+  b = next(finetuning.padded_batches(feats, 32))  # 21 rows + 11 weight-0 padding rows
   out = np.asarray(task.logits(params, b))
   assert out.shape == (32, 1)
   loss, _ = task.loss(params, b, jax.random.PRNGKey(0), deterministic=True)
@@ -404,7 +411,8 @@ def test_regression_mse_and_correlations(hf_dir, tmp_path, capsys):
   config = finetune.prepare(ft_config(hf_dir, data, task="stsb", epochs=3.0))
   results = finetune.run(config, workdir)
   log = capsys.readouterr().out
-  _, task, params = finetune.load_best(os.path.join(workdir, "seed_0"))
+  best_config, params = starts.finetuned_params(os.path.join(workdir, "seed_0"))
+  task = registry.get_task(best_config)
   # The best epoch by Spearman (ties: the later) is the one scored.
   evals = [(float(v), int(k)) for k, v in re.findall(r"eval @ (\d+): pearson \S+ \| spearman (\S+)", log)]
   assert len(evals) == 3 and results["seeds"][0]["best_step"] == max(evals)[1], (evals, results)
@@ -417,12 +425,12 @@ def test_regression_mse_and_correlations(hf_dir, tmp_path, capsys):
   loss, _ = task.loss(params, batch, jax.random.PRNGKey(0), deterministic=True)
   assert float(loss) == pytest.approx(np.mean((pred[:, 0] - batch["label"]) ** 2), rel=1e-5)
   # The loop's eval predictions of the best checkpoint (21 dev rows: the last batch padded)...
-  s, (_, eval_step, _) = train._setup_cached(config)  # pylint: disable=protected-access  # run's
-  feats = finetune.load_split(config, "validation")
-  to_global = train._to_global  # pylint: disable=protected-access
-  with train.mesh_context(s["mesh"], s["rules"]):
+  s, (_, eval_step, _) = train.setup_cached(config)  # run's
+  feats = classification.load_split(config, "validation")
+  to_global = steps_lib.to_global
+  with steps_lib.mesh_context(s.mesh, s.rules):
     pred = np.concatenate([np.asarray(eval_step(params, to_global(b, s))[1]["pred"])
-                           for b in finetune.padded_batches(feats, config.eval.batch_size)])[:21]
+                           for b in finetuning.padded_batches(feats, config.eval.batch_size)])[:21]
   np.testing.assert_allclose(pred, predict(task, params, feats)[:, 0], atol=1e-5)
   # ... scored by scipy are what results.json reports; the eval loss is their MSE.
   ev = results["seeds"][0]["eval"]["validation"]
@@ -481,8 +489,9 @@ BAD = {
 def test_bad_input_fails_before_compiling(case, hf_dir, sst2, tmp_path, monkeypatch):
   def boom(*a, **k):
     raise AssertionError("reached the train loop before validating")
-  for name in ("setup", "compile_steps", "train_and_evaluate", "_setup_cached"):
-    monkeypatch.setattr(train, name, boom)
+  for module, name in ((state_lib, "setup"), (steps_lib, "compile_steps"), (train, "train_and_evaluate"),
+                       (train, "setup_cached")):
+    monkeypatch.setattr(module, name, boom)
   config, match = BAD[case](tmp_path, hf_dir, sst2[0])
   workdir = tmp_path / "workdir"
   with pytest.raises(ValueError, match=match):
@@ -498,7 +507,7 @@ def test_layerwise_lr_decay_factors(tmp_path, sst2):
   hf3 = make_hf_dir(tmp_path / "hf_3layers", num_hidden_layers=L)
   config = finetune.prepare(ft_config(hf3, sst2[0], arg="recipe=electra"))
   assert config.optimizer.layerwise_lr_decay == decay and config.model.num_hidden_layers == L
-  task = finetune.Classification(config)
+  task = classification.Classification(config)
   params = jax.eval_shape(task.init_params, jax.random.PRNGKey(0))
   scales = flat(optim.layer_lr_scales(config.optimizer, params, L))
 
@@ -533,10 +542,10 @@ def test_layerwise_lr_decay_factors(tmp_path, sst2):
   # With a PEFT mask (as setup passes it): the trainable leaves keep their depth's factor.
   config.finetune.method = "lora"
   config.model.lora_rank = 4
-  lora_task = finetune.Classification(config)
+  lora_task = classification.Classification(config)
   lora_params = jax.eval_shape(lora_task.init_params, jax.random.PRNGKey(0))
   mask = lora_task.trainable(lora_params)
-  lora_scales = flat(optim.layer_lr_scales(config.optimizer, train.split_trainable(lora_params, mask)[0], L))
+  lora_scales = flat(optim.layer_lr_scales(config.optimizer, state_lib.split_trainable(lora_params, mask)[0], L))
   assert lora_scales and all("lora_" in k or k.startswith("classifier/") for k in lora_scales)
   assert lora_scales["bert/encoder/group_2_layer_0/attention/query/lora_a"] == pytest.approx(decay ** 2)
 
@@ -549,7 +558,7 @@ def test_early_stop_when_the_metric_stops_improving(hf_dir, sst2, tmp_path):
   """lr ~ 0: dev accuracy never changes, so patience 2 stops at the third of 8 epochs (the
   best checkpoint scores the first epoch's accuracy); re-running the command does not train on."""
   per_epoch = 6
-  # LoRA + layer-wise lr decay: load_best must rebuild that optimizer state to restore it.
+  # LoRA + layer-wise lr decay: the best checkpoint must still be found and read (starts.finetuned_params).
   config = ft_config(hf_dir, sst2[0], arg="recipe=electra,lora", epochs=8.0)
   config.optimizer.learning_rate = 1e-12
   config.eval.early_stop_patience = 2
@@ -575,6 +584,6 @@ def test_early_stop_when_the_metric_stops_improving(hf_dir, sst2, tmp_path):
   ckpts2 = sorted(int(d) for d in os.listdir(os.path.join(workdir, "seed_0", "checkpoints")) if d.isdigit())
   assert ckpts2 == ckpts
   assert again == results
-  _, _, params = finetune.load_best(os.path.join(workdir, "seed_0"))
+  _, params = starts.finetuned_params(os.path.join(workdir, "seed_0"))
   assert params["classifier"]["dense"]["kernel"].shape == (32, 2)
   assert params["bert"]["encoder"]["group_0_layer_0"]["attention"]["query"]["lora_a"].shape == (32, 8)
