@@ -1,4 +1,4 @@
-"""Knowledge distillation (bert_jax.distill): soft targets, the frozen teacher, student init.
+"""Knowledge distillation (bert_jax.tasks.distill): soft targets, the frozen teacher, student init.
 
 Tiny random BERTs saved as HF directories are the teachers (test_finetune's helpers); the
 teacher's logits are checked against transformers on the same weights, the soft term against
@@ -19,11 +19,15 @@ import pytest
 from conftest import shared_path
 from scipy import special
 
-from bert_jax import distill
 from bert_jax import finetune
 from bert_jax import models
-from bert_jax import objectives
+from bert_jax import state as state_lib
 from bert_jax import train
+from bert_jax.tasks import base
+from bert_jax.tasks import classification
+from bert_jax.tasks import distill
+from bert_jax.tasks import finetuning
+from bert_jax.tasks import registry
 from test_finetune import SEQ, make_hf_dir, write_sst2
 from train_testlib import load_config, tiny_config, tree_max_diff
 
@@ -51,7 +55,7 @@ def student_config(teacher, data_dir, **distill_kw):
 
 
 def first_batch(config, n=8):
-  return next(finetune.epoch_batches(finetune.load_split(config, "train"), n, 0, 0))
+  return next(finetuning.epoch_batches(classification.load_split(config, "train"), n, 0, 0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,7 +98,7 @@ def test_bad_settings_fail_early(teacher_dir, sst2, tmp_path):
   c = student_config(str(tmp_path / "run"), sst2)
   c.init.hf_checkpoint = teacher_dir
   with pytest.raises(ValueError, match="seed_<k>"):
-    objectives.get_task(finetune.prepare(c))
+    registry.get_task(finetune.prepare(c))
 
 
 @pytest.mark.slow
@@ -102,7 +106,7 @@ def test_teacher_logits_equal_transformers(teacher_dir, sst2):
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
   c = finetune.prepare(student_config(teacher_dir, sst2))
-  task = objectives.get_task(c)
+  task = registry.get_task(c)
   batch = first_batch(c)
   ours = task.distiller.teacher_model.apply({"params": task.frozen_params()},
                                             **models.model_inputs(task.distiller.teacher_model, batch))
@@ -122,7 +126,7 @@ def test_loss_terms_vanish_for_a_copy_of_the_teacher(teacher_dir, sst2):
   c = student_config(teacher_dir, sst2, student_layers=0, student_init="teacher", alpha=0.3, temperature=3.0,
                      hidden_weight=1.0, attention_weight=1.0)
   c = finetune.prepare(c)
-  task = objectives.get_task(c)
+  task = registry.get_task(c)
   teacher = task.frozen_params()
   eye = np.eye(c.model.hidden_size, dtype=np.float32)
   params = {**jax.tree.map(jnp.asarray, teacher), "distill": {"embedding_proj": eye, "hidden_proj": eye}}
@@ -130,7 +134,7 @@ def test_loss_terms_vanish_for_a_copy_of_the_teacher(teacher_dir, sst2):
   loss_fn = jax.jit(lambda p, b, f: task.loss(p, b, jax.random.PRNGKey(0), deterministic=True, frozen=f))
   logits_fn = jax.jit(task.logits)
   loss, m = loss_fn(params, batch, teacher)
-  vals = objectives.reduce_metrics(m)
+  vals = base.reduce_metrics(m)
   assert abs(vals["soft_loss"]) < 1e-6 and vals["hidden_mse"] < 1e-8 and vals["attention_mse"] < 1e-8
   np.testing.assert_allclose(float(loss), 0.7 * vals["hard_loss"], rtol=1e-5)
   assert vals["teacher_agreement"] == 1.0
@@ -138,7 +142,7 @@ def test_loss_terms_vanish_for_a_copy_of_the_teacher(teacher_dir, sst2):
       lambda p, x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(zlib.crc32(jax.tree_util.keystr(p).encode())), x.shape)
       if "distill" not in jax.tree_util.keystr(p) else x, params)
   loss2, m2 = loss_fn(noisy, batch, teacher)
-  vals2 = objectives.reduce_metrics(m2)
+  vals2 = base.reduce_metrics(m2)
   assert vals2["soft_loss"] > 1e-4 and vals2["hidden_mse"] > 1e-6 and vals2["attention_mse"] > 1e-6
   s_logits = np.asarray(logits_fn(noisy, batch), np.float64)
   t_logits = np.asarray(logits_fn({**teacher, "distill": params["distill"]}, batch), np.float64)
@@ -153,22 +157,22 @@ def test_teacher_is_sharded_like_the_student_and_not_in_the_optimizer(teacher_di
   shardings as the student's under the fsdp preset; the optimizer state and the checkpointed
   state hold the student (and its projections) only."""
   c = finetune.prepare(student_config(teacher_dir, sst2, hidden_weight=1.0))
-  s = train.setup(c)
-  student_sh = s["param_sh"]["bert"]["encoder"]["group_0_layer_0"]
-  teacher_sh = s["frozen_sh"]["bert"]["encoder"]["group_1_layer_0"]
+  s = state_lib.setup(c, registry.get_task(c))
+  student_sh = s.param_sh["bert"]["encoder"]["group_0_layer_0"]
+  teacher_sh = s.frozen_sh["bert"]["encoder"]["group_1_layer_0"]
   for path, sh in jax.tree_util.tree_flatten_with_path(student_sh)[0]:
     t = teacher_sh
     for k in path:
       t = t[k.key]
     assert t.spec == sh.spec, path
   assert any(sh.spec != jax.sharding.PartitionSpec() for sh in jax.tree.leaves(teacher_sh))  # really sharded
-  student_n = models.param_count(s["abstract"]["params"])
-  teacher_n = models.param_count(s["task"].frozen_params())
+  student_n = models.param_count(s.abstract["params"])
+  teacher_n = models.param_count(s.task.frozen_params())
   assert teacher_n > student_n
-  assert "distill" in s["abstract"]["params"]  # the learned projections train with the student
-  opt_leaves = [x for x in jax.tree.leaves(s["abstract"]["opt_state"]) if x.ndim > 0]
+  assert "distill" in s.abstract["params"]  # the learned projections train with the student
+  opt_leaves = [x for x in jax.tree.leaves(s.abstract["opt_state"]) if x.ndim > 0]
   assert sum(int(np.prod(x.shape)) for x in opt_leaves) == 2 * student_n  # Adam's mu and nu
-  assert sorted(s["abstract"]) == ["nonfinite", "opt_state", "params", "rng", "skipped", "step"]
+  assert sorted(s.abstract) == ["nonfinite", "opt_state", "params", "rng", "skipped", "step"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,18 +186,18 @@ def test_teacher_must_fit_the_student(teacher_dir, sst2, tmp_path):
   c = student_config(other, sst2)
   c.init.hf_checkpoint = teacher_dir
   with pytest.raises(ValueError, match="share the tokenizer"):
-    objectives.get_task(finetune.prepare(c))
+    registry.get_task(finetune.prepare(c))
   # A backbone without a classification head cannot teach a task.
   backbone = make_hf_dir(tmp_path / "backbone")
   c = student_config(backbone, sst2)
   c.init.hf_checkpoint = teacher_dir
   with pytest.raises(ValueError, match="fine-tuned first"):
-    objectives.get_task(finetune.prepare(c))
+    registry.get_task(finetune.prepare(c))
   # Attention maps need the same number of heads.
   c = student_config(teacher_dir, sst2, attention_weight=1.0)
   c.init.hf_checkpoint = make_hf_dir(tmp_path / "wide", num_attention_heads=4)
   with pytest.raises(ValueError, match="heads"):
-    objectives.get_task(finetune.prepare(c))
+    registry.get_task(finetune.prepare(c))
 
 
 @pytest.mark.slow
@@ -226,12 +230,13 @@ def test_task_distillation_run(teacher_dir, tmp_path):
   step = max(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
   keys = json.loads((ckpt_dir / str(step) / "state" / "_METADATA").read_text())["tree_metadata"].keys()
   saved = {k for k in keys if k.startswith("('params'")}
-  s = train.setup(finetune.prepare(c), check=False)
+  student = finetune.prepare(c)
+  s = state_lib.setup(student, registry.get_task(student), check=False)
   want = {str(("params",) + tuple(str(getattr(p, "key", p)) for p in path))
-          for path, _ in jax.tree_util.tree_flatten_with_path(s["abstract"]["params"])[0]}
+          for path, _ in jax.tree_util.tree_flatten_with_path(s.abstract["params"])[0]}
   assert saved == want
   assert not any("group_1_layer_0" in k for k in keys)
-  assert models.param_count(s["abstract"]["params"]) < models.param_count(before)
+  assert models.param_count(s.abstract["params"]) < models.param_count(before)
   distill.load_teacher.cache_clear()
   assert tree_max_diff(before, distill.load_teacher(seed_dir, "classify")[1]) == 0.0
 

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from bert_jax import finetune
-from bert_jax import squad_eval
+from bert_jax import starts
+from bert_jax.tasks import registry
+from bert_jax.tasks import squad_eval
 from test_finetune import FILLER, make_hf_dir
 from train_testlib import load_config
 
@@ -95,7 +97,8 @@ def test_token_classification_run_learns_and_exports(tmp_path):
   assert scores["f1"] > 0.9 and scores["accuracy"] > scores["majority_accuracy"] + 0.2
   # Export: transformers' logits equal ours on the eval rows.
   out = finetune.export(str(tmp_path / "run" / "seed_0"), str(tmp_path / "export"))
-  config, task, params = finetune.load_best(str(tmp_path / "run" / "seed_0"))
+  config, params = starts.finetuned_params(str(tmp_path / "run" / "seed_0"))
+  task = registry.get_task(config)
   batch = next(task.eval_batches("validation", 8))
   ours = np.asarray(jax.jit(task.logits)(params, batch))
   model = transformers.AutoModelForTokenClassification.from_pretrained(out, attn_implementation="eager").eval()
@@ -121,7 +124,8 @@ def test_squad_run_scores_its_predictions_and_exports(tmp_path):
   official = squad_eval.evaluate(dev, preds, "v1.1")
   assert official["f1"] == pytest.approx(scores["f1"]) and official["exact_match"] == pytest.approx(scores["exact"])
   out = finetune.export(str(tmp_path / "run" / "seed_0"), str(tmp_path / "export"))
-  _, task, params = finetune.load_best(str(tmp_path / "run" / "seed_0"))
+  config, params = starts.finetuned_params(str(tmp_path / "run" / "seed_0"))
+  task = registry.get_task(config)
   batch = next(task.eval_batches("validation", 8))
   start, end = (np.asarray(x) for x in jax.jit(task.logits)(params, batch))
   model = transformers.AutoModelForQuestionAnswering.from_pretrained(out, attn_implementation="eager").eval()

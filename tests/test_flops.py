@@ -34,7 +34,7 @@ def test_formula_matches_xla_count_of_the_train_step(family):
   reports, without the compile; the slow test below checks the compiled one)."""
   c = _config(family)
   lowered, s = aot_compile.lower_train_step(c, jax.devices()[:1])
-  ours, xla = flops.train_step_flops(c, s["task"]), _xla_flops(lowered.cost_analysis())
+  ours, xla = flops.train_step_flops(c, s.task), _xla_flops(lowered.cost_analysis())
   assert abs(ours / xla - 1) < 0.10, (family, ours, xla)
 
 
@@ -77,5 +77,5 @@ def test_peak_table_and_mfu():
 def test_formula_matches_compiled_cost_analysis(family):
   c = _config(family)
   compiled, s = aot_compile.compile_train_step(c, jax.devices()[:1])
-  ours, xla = flops.train_step_flops(c, s["task"]), _xla_flops(compiled.cost_analysis())
+  ours, xla = flops.train_step_flops(c, s.task), _xla_flops(compiled.cost_analysis())
   assert abs(ours / xla - 1) < 0.10, (family, ours, xla)

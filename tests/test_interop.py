@@ -228,7 +228,7 @@ def test_electra_objective_loss_and_gradients_match_pytorch(tmp_path):
   ElectraForPreTraining (autograd; the shared embedding tables get both towers' gradients)."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from bert_jax import objectives  # pylint: disable=g-import-not-at-top
+  from bert_jax.tasks import pretraining  # pylint: disable=g-import-not-at-top
   cfg = models.validate(ELECTRA)
   disc_cfg, gen_cfg = electra_hf_configs(cfg)
   disc = perturbed(transformers.ElectraForPreTraining(disc_cfg))
@@ -255,10 +255,10 @@ def test_electra_objective_loss_and_gradients_match_pytorch(tmp_path):
   # original must count as real.
   gen_logits = model.apply({"params": params}, **{k: batch[k] for k in (
       "input_ids", "input_mask", "token_type_ids", "masked_lm_positions")}, method=model.generator)
-  sampled = np.asarray(objectives.gumbel_sample(jax.random.split(key, 3)[1], gen_logits, 1.0))
+  sampled = np.asarray(pretraining.gumbel_sample(jax.random.split(key, 3)[1], gen_logits, 1.0))
   batch["masked_lm_ids"][0, 0] = sampled[0, 0]
   batch["masked_lm_ids"][1, 1] = (sampled[1, 1] + 1) % V
-  electra_loss = objectives.make_electra(model, ocfg)
+  electra_loss = pretraining.make_electra(model, ocfg)
   (loss, _), grads = jax.jit(jax.value_and_grad(lambda p, b, k: electra_loss(p, b, k, deterministic=True),
                                                 has_aux=True))(params, batch, key)
 
@@ -328,7 +328,7 @@ def test_electra_export_of_fresh_params_loads_in_transformers(tmp_path):
 
 
 def test_converted_format_round_trip_and_cli(tmp_path):
-  from bert_jax import convert  # pylint: disable=g-import-not-at-top
+  from bert_jax.tools import convert  # pylint: disable=g-import-not-at-top
   ref = perturbed(transformers.BertForMaskedLM(transformers.BertConfig(**BERT_CFG)))
   ref.save_pretrained(tmp_path / "hf")
   (tmp_path / "hf" / "vocab.txt").write_text("[PAD]\n[UNK]\n")
@@ -403,14 +403,14 @@ def test_warm_start_from_hf_directory_loads_every_tensor(tmp_path):
   """config.init.hf_checkpoint path of the train loop: HF dir -> our params, leaf by leaf."""
   import jax  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from bert_jax import warm_start  # pylint: disable=g-import-not-at-top
+  from bert_jax import starts  # pylint: disable=g-import-not-at-top
   ref = perturbed(transformers.BertForPreTraining(transformers.BertConfig(**BERT_CFG)))
   ref.save_pretrained(tmp_path / "hf")
   cfg, want, _ = hf.import_hf(str(tmp_path / "hf"))
   fresh = jax.tree.map(lambda w: jax.numpy.zeros(w.shape, w.dtype), want)
   config = ml_collections.ConfigDict({"init": {"hf_checkpoint": str(tmp_path / "hf")},
                                       "model": {"family": "bert"}})
-  got = warm_start.from_hf(config, fresh)
+  got = starts.from_hf(config, fresh)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_array_equal(np.asarray(a), b)
 

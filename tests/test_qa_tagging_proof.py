@@ -24,8 +24,8 @@ import pytest
 from conftest import shared_path
 
 from bert_jax import finetune
-from bert_jax import squad_eval
 from bert_jax.data import squad
+from bert_jax.tasks import squad_eval
 from train_testlib import ROOT, load_config
 
 pytestmark = pytest.mark.proof

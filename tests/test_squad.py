@@ -1,7 +1,7 @@
 """SQuAD: the official evaluation semantics, featurization round trips, post-processing.
 
 The reference for EM/F1 is a transcription of the official evaluate-v1.1.py and
-evaluate-v2.0.py functions kept here (below, unchanged in logic); bert_jax.squad_eval must give
+evaluate-v2.0.py functions kept here (below, unchanged in logic); bert_jax.tasks.squad_eval must give
 the same numbers on hand-made edge cases and on real dev questions with perturbed predictions.
 Featurization: answers of real dev articles go to pieces and back to the original text through
 windows with a small stride (logits that put all mass on the gold pieces give EM above 98%:
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from bert_jax import squad_eval
 from bert_jax.data import squad
+from bert_jax.tasks import squad_eval
 
 
 # ---------------------------------------------------------------------------------------------
