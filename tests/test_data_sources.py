@@ -11,6 +11,7 @@ from test_masking import real_text_config  # noqa: E402
 
 from bert_jax.data import pipeline  # noqa: E402
 from bert_jax.data import preprocess  # noqa: E402
+from bert_jax.data import row_source  # noqa: E402
 from bert_jax.data import tokenizers  # noqa: E402
 
 
@@ -25,7 +26,7 @@ def env(tmp_path_factory):
 def test_preprocess_records_match_direct_tokenization(env):
   c, tok, tmp, summary = env
   assert summary["documents"] == 60 and summary["num_shards"] == 3
-  direct = pipeline._all_documents(c, tok, "train", {})  # pylint: disable=protected-access
+  direct = row_source._all_documents(c, tok, "train", {})  # pylint: disable=protected-access
   corpus, sharded = preprocess.read_corpus(str(tmp / "out" / "docs-*"), {}, tok)
   assert not sharded
   np.testing.assert_array_equal(corpus.tokens, direct.tokens)

@@ -8,7 +8,7 @@ batching off the training hosts, --config.data.service_address=grpc://<dispatche
 
 Why: rows are built in Python (bert_jax.data.instances), and a tf.data service worker runs only
 the dataset's serialized graph. The records hold the rows a training run builds (the same
-generator, pipeline.row_pieces: same seed, hosts and order) with their masking keys, so reading
+generator, row_source.row_pieces: same seed, hosts and order) with their masking keys, so reading
 them gives the same batches as building them. Masking stays a per-run choice (any strategy and
 rate): the records hold no masks.
 
@@ -28,7 +28,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from bert_jax.data import pipeline
+from bert_jax.data import row_source
+from bert_jax.data import tokenizers
 
 VERSION = 1
 _SETTINGS = ("instances", "max_seq_length", "short_seq_prob", "pack_examples", "eval_fraction")
@@ -63,10 +64,10 @@ def write(data_config, tokenizer, output: str, *, epochs: int, process_count: in
   if os.path.dirname(output):
     tf.io.gfile.makedirs(os.path.dirname(output))  # local folders (no-op on object stores)
   stats = stats if stats is not None else {}
-  piece_rows = pipeline.default_chunk_rows(1, c.max_seq_length, "token")
+  piece_rows = row_source.default_chunk_rows(1, c.max_seq_length, "token")
   splits = {}
   for split, seed, n_epochs in (("train", c.seed, epochs),
-                                ("eval", c.seed + pipeline.EVAL_SEED_OFFSET, 1)):
+                                ("eval", c.seed + row_source.EVAL_SEED_OFFSET, 1)):
     if split == "eval" and c.eval_fraction <= 0:
       continue
     counts = []
@@ -74,9 +75,9 @@ def write(data_config, tokenizer, output: str, *, epochs: int, process_count: in
       path, host = file_name(output, split, p, process_count), []
       tmp = f"{path}.tmp{os.getpid()}"
       with tf.io.TFRecordWriter(tmp) as w:
-        for piece in pipeline.row_pieces(c, tokenizer, split, chunk_rows=piece_rows, process_index=p,
-                                         process_count=process_count, seed=seed, start_row=0,
-                                         stats=stats, max_epochs=n_epochs):
+        for piece in row_source.row_pieces(c, tokenizer, split, chunk_rows=piece_rows,
+                                           process_index=p, process_count=process_count, seed=seed,
+                                           start_row=0, stats=stats, max_epochs=n_epochs):
           w.write(_serialize(piece))
           host.append(len(piece["keys"]))
       tf.io.gfile.rename(tmp, path, overwrite=True)
@@ -125,7 +126,7 @@ def pieces(data_config, tokenizer, split: str, *, process_index: int, process_co
   """This host's row pieces from row `start_row` (graph ops only), and the largest piece's rows."""
   meta = check(data_config, tokenizer, split, seed, process_count)
   counts = meta["splits"][split]["records"][process_index]
-  sig = pipeline._piece_signature(data_config.max_seq_length)  # pylint: disable=protected-access
+  sig = row_source.piece_signature(data_config.max_seq_length)
   # Past the end the records start over: skip whole records, then rows of one.
   start_row %= sum(counts)
   skip_records = int(np.searchsorted(np.cumsum(counts), start_row, side="right"))
@@ -144,8 +145,7 @@ def pieces(data_config, tokenizer, split: str, *, process_index: int, process_co
 
 def main(argv) -> None:
   del argv
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top  # command line only, as in cli()
   f = flags.FLAGS
   c = f.config.data
   tok = tokenizers.build_or_load(c, f.workdir, process_index=0)
@@ -157,7 +157,8 @@ def main(argv) -> None:
 
 
 def cli() -> None:
-  """Console entry point `bert-jax-rows` (flags are defined here, not at import)."""
+  """Console entry point `bert-jax-rows` (flags are defined here, not at import: absl.app defines
+  its own flags when imported, so the command line alone imports it)."""
   from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
   from bert_jax import configs  # pylint: disable=g-import-not-at-top
   configs.define_flag("config", "configs/<family>.py:<arg>: the data settings of the training run")

@@ -308,6 +308,7 @@ def final_text(pred_text: str, orig_text: str, normalize) -> str:
 def text_normalizer(tokenizer):
   """normalize(text) for final_text: the pieces' text as the tokenizer decodes it."""
   if tokenizer.kind == "wordpiece":
+    # Here, not at the top: tokenizers imports TensorFlow, which this module loads only to read.
     from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
     return lambda text: " ".join(tokenizers.basic_tokenize(text, tokenizer.lower_case))
   return lambda text: " ".join((text.lower() if tokenizer.lower_case else text).split())

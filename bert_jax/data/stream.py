@@ -1,12 +1,12 @@
 """Bounded-memory row stream over preprocessed TFRecords (config.data.source='tfrecord').
 
-The in-memory path (bert_jax.data.pipeline.load_corpus) holds a host's whole tokenized share.
+The in-memory path (bert_jax.data.row_source.load_corpus) holds a host's whole tokenized share.
 This module reads the records with tf.data instead and holds at most
 `config.data.stream_window_docs` documents and the rows built from them at a time (besides
 tf.data's read-ahead of a few blocks of 256 records), whatever the corpus size;
-`stream_window_docs=0` selects the in-memory path (pipeline.train_iterator dispatches on it).
-It yields the same row pieces (unmasked rows + uint32 masking keys) as pipeline._row_chunks,
-so masking and batching are shared.
+`stream_window_docs=0` selects the in-memory path (row_source.row_pieces dispatches on it).
+It yields the same row pieces (unmasked rows + uint32 masking keys) as the in-memory
+row generator (bert_jax.data.row_source), so masking and batching are shared.
 
 Stream layout (per host):
   files    host p reads files[p::process_count] of the sorted glob (disjoint, covering); with
@@ -219,8 +219,8 @@ def row_pieces(data_config, tokenizer, *, split: str, chunk_rows: int, process_i
                process_count: int, seed: int, start_row: int, stats: dict,
                use_index: bool = True, max_epochs: int | None = None) -> Iterator[dict]:
   """Unmasked rows plus uint32 masking keys in stream order from row `start_row`, in pieces
-  of at most `chunk_rows` rows, as pipeline._row_chunks yields them. Checks the files now;
-  reads lazily."""
+  of at most `chunk_rows` rows, as row_source's in-memory generator yields them. Checks the
+  files now; reads lazily."""
   c = data_config
   window = c.stream_window_docs
   if not isinstance(window, int) or window < 1:

@@ -15,6 +15,7 @@ preprocessed records keep the bit and masking strips it (bert_jax.data.masking).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -104,7 +105,6 @@ class Tokenizer:
   def file_fingerprint(self) -> str:
     """The file's bytes (+ settings): also accepted from records preprocessed before the
     sentencepiece fingerprint became content-only."""
-    import hashlib  # pylint: disable=g-import-not-at-top
     with tf.io.gfile.GFile(self.path, "rb") as f:
       return hashlib.sha1(f.read() + str(self.lower_case).encode() + self._options()).hexdigest()[:12]
 
@@ -185,7 +185,6 @@ class SentencePieceTokenizer(Tokenizer):
     encoding, without what a training run leaves in the file (its temporary path, input, thread
     count). A tokenizer retrained identically has the same fingerprint, so it finds the same
     tokenized-corpus cache and accepts the same preprocessed records."""
-    import hashlib  # pylint: disable=g-import-not-at-top
     proto = content_proto(self.sp.serialized_model_proto())
     return hashlib.sha1(proto + str(self.lower_case).encode() + self._options()).hexdigest()[:12]
 
@@ -460,6 +459,7 @@ def build_or_load(data_config, workdir: str, process_index: int | None = None,
   path = os.path.join(out_dir, SPM_FILE)
   if not tf.io.gfile.exists(path):
     if process_index is None:
+      # JAX only to ask this host's index, when the caller did not say: no JAX load otherwise.
       import jax  # pylint: disable=g-import-not-at-top
       process_index = jax.process_index()
     if process_index == 0:
