@@ -7,9 +7,10 @@
 #       configs/bert.py:base /shared/runs/bert_base
 #   launch/gpu.sh --dry-run configs/bert.py:base runs/bert_base    # print the command, run nothing
 #
-# Several hosts: bert_jax.main calls jax.distributed.initialize from JAX_COORDINATOR_ADDRESS,
-# JAX_NUM_PROCESSES and JAX_PROCESS_ID (set here from the flags), or by itself under SLURM (srun,
-# one task per GPU). The workdir must be one that every host sees (a shared filesystem or gs://).
+# Several hosts: bert_jax.main calls jax.distributed.initialize (bert_jax/distributed.py) from
+# JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (set here from the flags), or as
+# JAX detects a SLURM job step (srun, one task per GPU) or an Open MPI launch; one process never
+# starts it. The workdir must be one that every host sees (a shared filesystem or gs://).
 # Needs a CUDA build of jax: pip install 'jax[cuda12]==0.10.2' on top of requirements.txt.
 # Re-running the same command resumes from the newest checkpoint in the workdir; exit status 75
 # means the run stopped before its end (SIGTERM / preemption: a checkpoint was saved) and resumes
