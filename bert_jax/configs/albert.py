@@ -39,7 +39,7 @@ def get_config(arg=None):
   config.data = common.data_config(instances="sop", masking="ngram", mask_rate=0.15,
                                    max_seq_length=512, max_predictions_per_seq=20)
   config.objective = common.objective_config(name="mlm", sentence_loss="sop")
-  config.distill = common.distill_config()  # MLM distillation from a teacher (bert_jax.distill)
+  config.distill = common.distill_config()  # MLM distillation from a teacher (bert_jax.tasks.distill)
   config.train.batch_size = 4096
   config.train.num_steps = 125_000
   config.optimizer.update(name="lamb", learning_rate=0.00176, warmup_steps=3125,

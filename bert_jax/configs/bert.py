@@ -42,7 +42,7 @@ def get_config(arg=None):
   config.data = common.data_config(instances="nsp", masking="token", mask_rate=0.15,
                                    max_seq_length=128, max_predictions_per_seq=20)
   config.objective = common.objective_config(name="mlm", sentence_loss="nsp")
-  config.distill = common.distill_config()  # MLM distillation from a teacher (bert_jax.distill)
+  config.distill = common.distill_config()  # MLM distillation from a teacher (bert_jax.tasks.distill)
   config.train.batch_size = 256
   config.train.num_steps = 1_000_000
   config.optimizer.update(name="bert_adamw", learning_rate=1e-4, warmup_steps=10_000,

@@ -179,7 +179,7 @@ def finetune_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def distill_config(**overrides) -> ml_collections.ConfigDict:
-  """Knowledge distillation from a frozen teacher (owned by bert_jax.distill); off without a teacher."""
+  """Knowledge distillation from a frozen teacher (owned by bert_jax.tasks.distill); off without a teacher."""
   c = ml_collections.ConfigDict()
   c.teacher = ""                     # fine-tuning seed dir | pretraining workdir | HF dir; empty: off
   c.alpha = 0.5                      # weight of the soft targets; 1 - alpha: the hard labels (0: labels only)

@@ -15,10 +15,10 @@ config.init.hf_checkpoint); config.model.* here only sets dropout and the PEFT m
   python -m bert_jax.main --config=configs/finetune.py:sst2,lora --workdir=runs/sst2_lora ...
   python -m bert_jax.main --config=configs/finetune.py:sst2,adapters --workdir=runs/sst2_ad ...
   python -m bert_jax.main --config=configs/finetune.py:sst2,distill --workdir=runs/sst2_student \
-      --config.distill.teacher=runs/sst2/seed_0 --config.init.hf_checkpoint=...   (bert_jax.distill)
+      --config.distill.teacher=runs/sst2/seed_0 --config.init.hf_checkpoint=...   (bert_jax.tasks.distill)
 
-SQuAD (task squad = v1.1, squad_v2 = v2.0; bert_jax.qa) and token classification (conll2003 from
-TFDS, conll = CoNLL-format files; bert_jax.tagging): settings in configs/qa_tagging.py.
+SQuAD (task squad = v1.1, squad_v2 = v2.0; bert_jax.tasks.qa) and token classification (conll2003 from
+TFDS, conll = CoNLL-format files; bert_jax.tasks.tagging): settings in configs/qa_tagging.py.
   python -m bert_jax.main --config=configs/finetune.py:squad --workdir=runs/squad \
       --config.init.hf_checkpoint=path/to/bert --config.finetune.data_dir=path/to/squad_json_dir
   python -m bert_jax.main --config=configs/finetune.py:conll --workdir=runs/ner \

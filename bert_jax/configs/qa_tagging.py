@@ -1,4 +1,4 @@
-"""The SQuAD and token-classification parts of configs/finetune.py (bert_jax.qa, bert_jax.tagging).
+"""The SQuAD and token-classification parts of configs/finetune.py (bert_jax.tasks.qa, bert_jax.tasks.tagging).
 
 Settings of the BERT paper (Devlin et al. 2018, section 4): SQuAD v1.1 lr 5e-5, batch 32,
 3 epochs; SQuAD v2.0 lr 5e-5, batch 48, 2 epochs; sequence length 384, document stride 128,
@@ -13,7 +13,7 @@ TAGGING_TASKS = ("conll2003", "conll")
 
 
 def squad_config() -> ml_collections.ConfigDict:
-  """config.finetune.squad: windows, answers, files (bert_jax.qa, bert_jax.data.squad)."""
+  """config.finetune.squad: windows, answers, files (bert_jax.tasks.qa, bert_jax.data.squad)."""
   c = ml_collections.ConfigDict()
   c.train_file = ""                  # empty: <data_dir>/train-v1.1.json (v2: train-v2.0.json); source=json
   c.eval_file = ""                   # empty: <data_dir>/dev-v1.1.json (v2: dev-v2.0.json)
@@ -28,7 +28,7 @@ def squad_config() -> ml_collections.ConfigDict:
 
 
 def tagging_config() -> ml_collections.ConfigDict:
-  """config.finetune.tagging: CoNLL columns and labels (bert_jax.tagging, bert_jax.data.conll)."""
+  """config.finetune.tagging: CoNLL columns and labels (bert_jax.tasks.tagging, bert_jax.data.conll)."""
   c = ml_collections.ConfigDict()
   c.label_column = "ner"             # conll2003 (TFDS): ner | pos | chunks; conll files: column index (-1: last)
   c.labels = ""                      # comma-separated label names; empty: TFDS's, or the train file's (sorted)

@@ -1,7 +1,7 @@
 """Checks of config.data that need neither TensorFlow nor a tokenizer nor the corpus.
 
-`validate(data_config)` runs in the loop's validation (bert_jax.train.validate, through
-bert_jax.objectives.validate for the pretraining objectives), before a mesh is used, a model
+`validate(data_config)` runs in the loop's validation (bert_jax.state.validate, through the
+pretraining tasks' `validate`), before a mesh is used, a model
 traced or compiled, or a tokenizer trained: a bad key costs the time of a Python import, not
 a TensorFlow import plus a compilation. The pipeline runs the same checks where it resolves
 the keys with the tokenizer (bert_jax.data.pipeline.validate, bert_jax.data.masking.

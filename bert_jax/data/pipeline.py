@@ -61,7 +61,7 @@ _MASK_FNS: dict = {}
 _XLA_STRATEGIES = masking.XLA_STRATEGIES
 
 
-def _mask_fn(spec: masking.MaskingSpec, length: int):
+def mask_fn(spec: masking.MaskingSpec, length: int):
   """The compiled masking function (any number of rows), cached so repeated eval
   iterators do not retrace."""
   key = (tuple((f, v.tobytes() if isinstance(v, np.ndarray) else v)
@@ -89,7 +89,7 @@ def masked_batches(pieces: tf.data.Dataset, spec: masking.MaskingSpec, *, batch_
   XLA-compiled strategies compile once per row count, so their pieces are padded to
   `chunk_rows` rows first.
   """
-  fn = _mask_fn(spec, length)
+  fn = mask_fn(spec, length)
   xla = spec.strategy in _XLA_STRATEGIES
 
   def mask(piece):

@@ -12,7 +12,7 @@ where it has the most context; the span is at most max_answer_length pieces), ma
 then to the original text (`final_text`: only the predicted characters of the first/last words);
 with v2.0 the null score ([CLS] start + end, lowest over windows) against the best non-null
 score gives each question's score difference, and "" is predicted above
-`null_score_diff_threshold` (chosen on dev: bert_jax.squad_eval's best_f1_thresh).
+`null_score_diff_threshold` (chosen on dev: bert_jax.tasks.squad_eval's best_f1_thresh).
 
 Sources: the official JSON files (`read_json`, local or gs://) and TFDS `squad/v1.1`,
 `squad/v2.0` (`read_tfds`). TensorFlow is imported only to read.

@@ -261,7 +261,7 @@ class SelfAttention(nn.Module):
     # Softmax in float32 whatever the compute dtype.
     logits = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
     logits = logits / jnp.sqrt(jnp.float32(d))
-    # Kept only when "intermediates" is mutable (distillation's attention term, bert_jax.distill).
+    # Kept only when "intermediates" is mutable (distillation's attention term, bert_jax.tasks.distill).
     self.sow("intermediates", "attention_scores", logits)
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1)

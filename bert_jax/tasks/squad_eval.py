@@ -1,7 +1,7 @@
 r"""SQuAD v1.1 / v2.0 evaluation with the official scripts' semantics.
 
-  python -m bert_jax.squad_eval dev-v2.0.json predictions.json [--na_prob_file null_odds.json]
-  python -m bert_jax.squad_eval dev-v1.1.json --first_sentence_baseline --articles 46:48
+  python -m bert_jax.tasks.squad_eval dev-v2.0.json predictions.json [--na_prob_file null_odds.json]
+  python -m bert_jax.tasks.squad_eval dev-v1.1.json --first_sentence_baseline --articles 46:48
 
 Answers are compared after the official normalization (lower case, punctuation removed, the
 articles a/an/the removed, whitespace collapsed); EM and F1 are the maximum over the gold
