@@ -218,7 +218,9 @@ class Tpu:
         f".venv/bin/pip install -q -c constraints.txt -r requirements.txt {shlex.quote(f'jax[tpu]=={jax_version()}')}",
         # The package itself (not editable: a wheel built from the copy), with its console scripts.
         ".venv/bin/pip install -q --no-deps --force-reinstall .",
-        ".venv/bin/bert-jax-train --helpshort >/dev/null",
+        # Imported from outside the copy: the installed package, not the checkout's folder.
+        f"(cd / && ~/{REMOTE_DIR}/.venv/bin/python -c 'import bert_jax.main, bert_jax; print(\"bert_jax\", "
+        "bert_jax.__version__, bert_jax.__file__)')",
     ])
     self.g.check(self.ssh(script))
 
