@@ -1,4 +1,4 @@
-"""The ablation runner (bert_jax.ablate): planning, validation, plan mismatch, aggregation; and
+"""The ablation runner (bert_jax.tools.ablate): planning, validation, plan mismatch, aggregation; and
 (slow) a 2x2 sweep at tiny size that is killed with SIGKILL mid-sweep, restarted, and ends with
 the results of an uninterrupted sweep.
 
@@ -20,7 +20,7 @@ import conftest  # noqa: F401  # 8 fake CPU devices (inherited by the sweep's su
 import numpy as np
 import pytest
 
-from bert_jax import ablate
+from bert_jax.tools import ablate
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = "configs/bert.py:tiny,runlocal"
@@ -215,7 +215,7 @@ def sweep_args(data: pathlib.Path, sst2: str):
 
 
 def sweep(workdir, args, env):
-  return subprocess.Popen([sys.executable, "-m", "bert_jax.ablate", f"--workdir={workdir}", *args], cwd=ROOT,
+  return subprocess.Popen([sys.executable, "-m", "bert_jax.tools.ablate", f"--workdir={workdir}", *args], cwd=ROOT,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -1,11 +1,11 @@
-"""bert_jax.compare: two fine-tuning runs' results.json, medians and the one-sided U test."""
+"""bert_jax.tools.compare: two fine-tuning runs' results.json, medians and the one-sided U test."""
 
 import json
 import math
 
 import pytest
 
-from bert_jax import compare
+from bert_jax.tools import compare
 
 
 def _run(tmp_path, name, scores, task="sst2", metric="accuracy"):

@@ -1,4 +1,4 @@
-"""Inference commands (bert_jax.infer) against transformers.
+"""Inference commands (bert_jax.tools.infer) against transformers.
 
 Fast: a small random BertForMaskedLM (odd sizes, own vocabulary): fill-mask top-k ids and scores
 equal to transformers' fill-mask pipeline, token / sentence embeddings equal to BertModel, errors,
@@ -17,7 +17,7 @@ import transformers
 
 from conftest import shared_path
 
-from bert_jax import infer
+from bert_jax.tools import infer
 
 TEXTS = [
     "Hello world!",
