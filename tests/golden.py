@@ -1,6 +1,6 @@
 r"""Golden figures of every family and task, for refactors that must keep behaviour.
 
-  python tests/golden.py OUT_DIR > golden.txt     # before a change; again after, then diff
+  python tests/golden.py OUT_DIR [JOB ...] > golden.txt   # before a change; again after, then diff
 
 Each job runs the real command line (python -m bert_jax.main) on tiny settings: 3 train steps
 logged one by one and an eval, in a fresh process. The console lines are printed with their
@@ -68,6 +68,8 @@ def _params_digest(ckpt_dir: str) -> str:
 
 
 def _run(name: str, root: str, args: list[str]) -> None:
+  if _ONLY and name not in _ONLY:
+    return
   workdir = os.path.join(root, "runs", name)
   cmd = [sys.executable, "-m", "bert_jax.main", f"--workdir={workdir}"] + args
   p = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(HERE))
@@ -120,12 +122,17 @@ def main(root: str) -> None:
   _run("sst2", root, ft("sst2", d("sst2")))
   _run("stsb", root, ft("stsb", d("stsb")))
   _run("sst2_lora", root, ft("sst2,lora", d("sst2")))
-  _run("squad", root, ft("squad", d("squad"), "--config.finetune.epochs=0.3", "--config.data.max_seq_length=32"))
+  _run("squad", root, ft("squad", d("squad"), "--config.finetune.epochs=1.0", "--config.data.max_seq_length=24",
+                        "--config.finetune.squad.doc_stride=6", "--config.finetune.squad.max_query_length=6",
+                        "--config.finetune.squad.max_answer_length=4", "--config.finetune.squad.n_best_size=5"))
   _run("conll", root, ft("conll", d("conll"), "--config.finetune.epochs=0.2"))
   _run("distill", root, [f"--config=configs/finetune.py:sst2,distill", f"--config.init.hf_checkpoint={teacher}",
                          f"--config.distill.teacher={teacher}", "--config.distill.student_layers=1",
                          f"--config.finetune.data_dir={d('sst2')}", "--config.distill.hidden_weight=1.0"] + FT)
 
 
+_ONLY: tuple[str, ...] = ()
+
 if __name__ == "__main__":
+  _ONLY = tuple(sys.argv[2:])  # job names to run (default: all)
   main(sys.argv[1])

@@ -217,7 +217,7 @@ def test_task_registry():
   assert glue.TASKS["mnli"].submission_files == ("MNLI-m.tsv", "MNLI-mm.tsv")
   assert glue.TASKS["stsb"].regression and glue.TASKS["cola"].metrics == ("mcc",)
   with pytest.raises(ValueError, match="Unknown task 'sts'"):
-    glue.get_task("sts")
+    glue.task_info("sts")
 
 
 def test_write_predictions(tmp_path):

@@ -132,7 +132,7 @@ TASKS: dict[str, TaskInfo] = {t.name: t for t in (
 )}
 
 
-def get_task(name: str) -> TaskInfo:
+def task_info(name: str) -> TaskInfo:
   if name not in TASKS:
     raise ValueError(f"Unknown task {name!r}; choose one of {sorted(TASKS)}.")
   return TASKS[name]

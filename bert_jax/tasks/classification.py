@@ -31,7 +31,7 @@ from bert_jax.tasks import finetuning
 def _load(task_name, source, path, split, labels, tok_kind, tok_path, lower, max_len, truncation,
           subset, subset_seed):
   from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top  # TensorFlow: only when data are read
-  info = glue.get_task(task_name)
+  info = glue.task_info(task_name)
   ex = glue.read_examples(info, source, path, split, labels=labels or None)
   keep = finetuning.subset(len(ex), subset, subset_seed)
   if keep is not None:
@@ -42,7 +42,7 @@ def _load(task_name, source, path, split, labels, tok_kind, tok_path, lower, max
 
 
 def task_info(config):
-  return glue.get_task(config.finetune.task)
+  return glue.task_info(config.finetune.task)
 
 
 def label_names(config) -> tuple[str, ...] | None:

@@ -105,6 +105,7 @@ class QuestionAnswering(finetuning.FinetuneTask):
 
   best_metric = "eval/f1"
   head_kind = HEAD_KIND
+  num_labels = 2  # start and end logits (HF's qa_outputs)
 
   def __init__(self, config):
     super().__init__(config)
@@ -138,7 +139,7 @@ class QuestionAnswering(finetuning.FinetuneTask):
     if not len(feats):
       raise ValueError("No training question has a usable answer span; check config.finetune.data_dir.")
     load(config, cls.eval_splits(config)[0])
-    cls.check_start_head(config, 2)
+    cls.check_start_head(config, cls.num_labels)
     return len(examples) - feats.skipped
 
   def write_outputs(self, split, out_dir):
