@@ -15,7 +15,6 @@ and names none: the tasks, their starting points and methods are documented ther
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 
 from bert_jax import checkpointing
 from bert_jax import models
+from bert_jax import rundir
 from bert_jax import starts
 from bert_jax import steps as steps_lib
 from bert_jax import train
@@ -71,17 +71,12 @@ class Incomplete(RuntimeError):
     self.status = status
 
 
-def _write_json(path: str, value) -> None:
-  if jax.process_index() == 0:
-    epath.Path(path).write_text(json.dumps(value, indent=2))
-
-
 def _finished(seed_dir: str, config) -> dict | None:
   """The seed's finish record if it finished with this config's step count, else None."""
   path = os.path.join(seed_dir, DONE_FILE)
   if not epath.Path(path).exists():
     return None
-  done = starts.read_json(path)
+  done = rundir.read_json(path, "delete it to score that seed again (its checkpoints are kept)")
   return done if done.get("num_steps") == int(config.train.num_steps) else None
 
 
@@ -91,7 +86,9 @@ def _median(values):
 
 def run(config, workdir: str) -> dict[str, Any]:
   """Fine-tunes config.finetune.seeds times; returns (and writes) the results dict."""
+  ident = rundir.check(workdir, config)  # another run's workdir is refused first, touching nothing
   config = prepare(config)
+  rundir.record(workdir, ident)
   kind = registry.task_class(config)
   seeds = []
   for k in range(int(config.finetune.seeds)):
@@ -109,7 +106,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       if out["status"] not in ("done", "early_stopped"):
         raise Incomplete(out["status"], f"Seed {k} stopped with status {out['status']!r}; re-run the same command "
                          "to resume.")
-      _write_json(os.path.join(seed_dir, DONE_FILE),
+      rundir.write_json(os.path.join(seed_dir, DONE_FILE),
                   {"status": out["status"], "step": int(out["step"]), "num_steps": int(c.train.num_steps)})
     seeds.append(score(c, seed_dir))
   splits = kind.eval_splits(config)
@@ -123,7 +120,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       "num_steps": config.train.num_steps, "learning_rate": config.optimizer.learning_rate,
       "seeds": seeds, "median": median,
   }
-  _write_json(os.path.join(workdir, RESULTS_FILE), results)  # local or gs://
+  rundir.write_json(os.path.join(workdir, RESULTS_FILE), results)  # local or gs://
   for split in splits:
     for m in names:
       each = ", ".join(f"{r['eval'][split][m]:.4f}" for r in seeds)

@@ -26,6 +26,7 @@ import numpy as np
 
 from bert_jax import checkpointing
 from bert_jax import flops
+from bert_jax import rundir
 from bert_jax import sharding
 from bert_jax import starts
 from bert_jax import state as state_lib
@@ -49,9 +50,7 @@ def write_config(config, workdir: str) -> None:
   """<workdir>/config.json: what a later fine-tune, export or reader needs to rebuild this run's
   model and find its best checkpoint (config.checkpoint.best_* as resolved with the task's)."""
   if jax.process_index() == 0:
-    path = epath.Path(workdir)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / CONFIG_FILE).write_text(config.to_json(indent=2))
+    rundir.write_text(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2))
 
 
 def write_config_summary(writer, config, step: int) -> None:
@@ -151,17 +150,9 @@ def _config_differences(workdir: str, config, sections=("model", "objective", "o
     old = json.loads(path.read_text())
   except (OSError, ValueError):
     return ""
-
-  def flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-      out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-    return out
-
   new = json.loads(config.to_json())
-  a, b = flat({k: old.get(k, {}) for k in sections}), flat({k: new.get(k, {}) for k in sections})
-  diffs = [f"config.{k}: {a.get(k, '(absent)')!r} there, {b.get(k, '(absent)')!r} here"
-           for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+  diffs = rundir.differences(rundir.flatten({k: old.get(k, {}) for k in sections}),
+                             rundir.flatten({k: new.get(k, {}) for k in sections}))
   if not diffs:
     return ""
   more = f"\n  ... and {len(diffs) - limit} more" if len(diffs) > limit else ""
@@ -174,17 +165,24 @@ def _remove_if_empty(path: str) -> None:
     p.rmdir()
 
 
-def resume_or_start(config, workdir: str, s: state_lib.Setup, task: base.Task, init, ckpt):
-  """(state, first step, data position, train iterator, eval-iterator factory): the newest usable
-  checkpoint of `ckpt`, else the task's warm start of a fresh state. The inputs (tokenizer,
-  corpus) are opened before anything is initialised, so bad data fail before any compilation.
-  A failed first start leaves no empty checkpoints/ behind."""
-  fresh = not epath.Path(ckpt.directory).exists()
+def resume_or_start(config, workdir: str, s: state_lib.Setup, task: base.Task, init, ckpt, fresh: bool):
+  """(state, first step, identity, train iterator, eval-iterator factory): the newest usable
+  checkpoint of `ckpt`, else the task's warm start of a fresh state. Before anything is read into
+  memory, the newest checkpoint must fit the model and the workdir must hold this run (its
+  identity, bert_jax.rundir); the inputs (tokenizer, corpus) are opened before anything is
+  initialised, so bad data fail before any compilation. A failed first start leaves no empty
+  checkpoints/ behind (`fresh`: there was none before `ckpt` was opened)."""
   try:
     try:
-      restored = ckpt.restore(s.abstract_state(), family=config.model.family)
+      latest = ckpt.latest_step()
+      if latest is not None:
+        ckpt.check_fits(latest, s.abstract_state(), config.model.family)
     except checkpointing.CheckpointMismatchError as e:
       raise checkpointing.CheckpointMismatchError(str(e) + _config_differences(workdir, config)) from None
+    except Exception:  # pylint: disable=broad-except  # unreadable: restore falls back to an older one
+      pass
+    ident = rundir.check(workdir, config)
+    restored = ckpt.restore(s.abstract_state(), family=config.model.family)
     if restored is not None:
       state, meta, at = restored
       start = int(meta["step"])
@@ -203,7 +201,7 @@ def resume_or_start(config, workdir: str, s: state_lib.Setup, task: base.Task, i
     if fresh:
       _remove_if_empty(ckpt.directory)
     raise
-  return state, start, train_it, eval_fn
+  return state, start, ident, train_it, eval_fn
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,14 +336,16 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
   task = task_for(s, config)
   stop = EarlyStop(config.checkpoint.best_metric or task.best_metric, config.checkpoint.best_mode or task.best_mode,
                    int(config.eval.get("early_stop_patience", 0) or 0))
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint,
-                                    best_metric=stop.metric, best_mode=stop.mode)
-  state, step, train_it, eval_fn = resume_or_start(config, workdir, s, task, init, ckpt)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  fresh = not epath.Path(ckpt_dir).exists()
+  ckpt = checkpointing.Checkpointer(ckpt_dir, config.checkpoint, best_metric=stop.metric, best_mode=stop.mode)
+  state, step, ident, train_it, eval_fn = resume_or_start(config, workdir, s, task, init, ckpt, fresh)
   start = step
   frozen = steps_lib.frozen_args(s, task)
   written = copy.deepcopy(config)
   written.checkpoint.update(best_metric=stop.metric, best_mode=stop.mode)
   write_config(written, workdir)
+  rundir.record(workdir, ident)
   num_steps, halt = int(config.train.num_steps), int(config.train.get("halt_after_steps", 0) or 0)
   writer = _Writer(workdir, config, start)
   _print(f"{config.model.family}: {task.num_params(s.abstract['params'])} | mesh {dict(s.mesh.shape)} "

@@ -60,6 +60,7 @@ from bert_jax import checkpointing
 from bert_jax import configs
 from bert_jax import finetune
 from bert_jax import models
+from bert_jax import rundir
 from bert_jax import state
 from bert_jax import steps
 from bert_jax import train
@@ -92,19 +93,11 @@ def _exists(p: str) -> bool:
 
 
 def _read_json(p: str):
-  return json.loads(_path(p).read_text())
+  """A state file of the sweep; an unreadable one (emptied by a kill) names itself and the fix."""
+  return rundir.read_json(p, "delete it and run the same command to redo that step")
 
 
-def _write_text(p: str, text: str) -> None:
-  path = _path(p)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  if "://" in p:
-    path.write_text(text)
-    return
-  tmp = f"{p}.tmp{os.getpid()}"  # atomic locally: a kill never leaves half a file
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, p)
+_write_text = rundir.write_text  # whole or not at all: a kill never leaves half a file
 
 
 # ----------------------------------------------------------------------------------------------
