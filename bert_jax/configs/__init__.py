@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import textwrap
 from typing import Any
 
 DIR = os.path.dirname(os.path.realpath(__file__))
@@ -89,3 +90,59 @@ def define_flag(name: str = "config", help_string: str = "Config file, e.g. bert
 
   flag.parser = _Resolving()
   return holder
+
+
+def _arguments(module) -> dict[str, Any]:
+  """The `common.parse_arg(arg, key=default, ...)` defaults of a config's get_config, read from its
+  source (nothing is built); {} when get_config does not parse its argument itself."""
+  import ast  # pylint: disable=g-import-not-at-top
+  import inspect  # pylint: disable=g-import-not-at-top
+
+  tree = ast.parse(inspect.getsource(module.get_config))
+  for node in ast.walk(tree):
+    if (isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name))
+        and getattr(node.func, "attr", getattr(node.func, "id", "")) == "parse_arg"):
+      out = {}
+      for kw in node.keywords:
+        try:
+          out[kw.arg] = ast.literal_eval(kw.value)
+        except ValueError:
+          out[kw.arg] = None
+      return out
+  return {}
+
+
+def describe(choices: dict[str, Any] | None = None, width: int = 100) -> list[str]:
+  """Lines listing the packaged configs: each file's first docstring line and the arguments it
+  takes after `:` (the variants in its SIZES, its other arguments with their defaults and
+  choices, its on/off flags). `choices` adds the allowed values of an argument by name (e.g. the
+  fine-tuning tasks, which live outside this package)."""
+  choices = dict(choices or {})
+  lines = []
+  for name in NAMES:
+    module = importlib.import_module(f"bert_jax.configs.{name}")
+    doc = (module.__doc__ or "").strip().splitlines()
+    lines.append(f"  {name + '.py':<13} {doc[0] if doc else ''}")
+    args = _arguments(module)
+    # A config built on another (spanbert.py on bert.py) takes that one's arguments.
+    base = next((m for m in vars(module).values() if getattr(m, "__name__", "").startswith("bert_jax.configs.")
+                 and getattr(m, "get_config", None) and getattr(m, "SIZES", None)), None)
+    sizes = getattr(module, "SIZES", None) or (getattr(base, "SIZES", None) if not args else None)
+    if not args and base is not None:
+      args = _arguments(base)
+    parts = []
+    if sizes:
+      default = args.get("variant")
+      parts.append("variants: " + " ".join(f"{s}{' (default)' if s == default else ''}" for s in sizes))
+    for key, default in args.items():
+      if key == "variant" or isinstance(default, bool):
+        continue
+      allowed = choices.get(key) or getattr(module, key.upper() + "S", None)
+      parts.append(f"{key}={default}" + (f" (one of: {' '.join(allowed)})" if allowed else ""))
+    switches = [k for k, v in args.items() if isinstance(v, bool)]
+    if switches:
+      parts.append("add: " + " ".join(f",{k}" for k in switches))
+    if parts:
+      lines += textwrap.wrap("; ".join(parts), width, initial_indent=" " * 16, subsequent_indent=" " * 18,
+                             break_on_hyphens=False)
+  return lines

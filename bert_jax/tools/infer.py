@@ -41,6 +41,7 @@ import re
 import sys
 from typing import Any, Sequence
 
+from absl import logging as absl_logging
 from etils import epath
 from flax import traverse_util
 import jax
@@ -100,6 +101,9 @@ class Model:
 # ----------------------------------------------------------------------------------------------
 # Loading.
 # ----------------------------------------------------------------------------------------------
+_RUN_KEYS = ("dtype", "remat", "remat_policy", "scan_layers", "attention_impl")
+
+
 def is_workdir(path: str) -> bool:
   p = epath.Path(path)
   return (p / "checkpoints").exists() and (p / "config.json").exists()
@@ -113,34 +117,41 @@ def load(path: str, checkpoint: str = "latest") -> Model:
   if not workdir and not os.path.isdir(path):
     raise FileNotFoundError(f"--model={path!r} is neither a bert_jax pretraining workdir (config.json + "
                             "checkpoints/) nor an HF or converted model directory.")
-  # The starting point's architecture and tokenizer, as fine-tuning resolves them.
-  c = configs.load("finetune.py")
-  c.model.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-  if workdir:
-    c.init.workdir = path
-  else:
-    c.init.hf_checkpoint = path
-  finetuning.resolve_model(c)
-  tok = tokenizers.load(c.data.tokenizer.path, c.data.tokenizer.kind, c.data.tokenizer.lower_case)
   missing: list[str] = []
   if workdir:
+    # The run's architecture and tokenizer, as fine-tuning resolves them.
+    c = configs.load("finetune.py")
+    c.init.workdir = path
+    finetuning.resolve_model(c)
+    c.model.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    tok = tokenizers.load(c.data.tokenizer.path, c.data.tokenizer.kind, c.data.tokenizer.lower_case)
+    cfg = models.validate(c.model)
     params = starts.pretrained_params(path, checkpoint, backbone=False)
     # A fine-tuning run's workdir holds a classifier: its backbone embeds, it has no MLM head.
-    cfg = models.validate(c.model)
     expected = models.abstract_params(models.build(cfg), models.dummy_batch(cfg, 1, 8, 2))
     have = set(traverse_util.flatten_dict(params, sep="/"))
     missing = sorted(k for k in traverse_util.flatten_dict(expected, sep="/") if k not in have)
-  elif os.path.exists(os.path.join(path, hf.CONVERTED_PARAMS)):
-    _, params = hf.load_converted(path)
+    return Model(cfg, params, tok, path, tuple(missing))
+  # An HF or converted directory: the whole pretraining model (its MLM head included, which
+  # fill-mask uses), read once; what the directory lacks is freshly initialised and listed.
+  if os.path.exists(os.path.join(path, hf.CONVERTED_PARAMS)):
+    cfg, params = hf.load_converted(path)
     info = os.path.join(path, "conversion_info.json")
     if os.path.exists(info):
       with open(info) as f:
         missing = json.load(f).get("initialized", [])
   else:
-    _, params, info = hf.import_hf(path)
+    cfg, params, info = hf.import_hf(path)
     missing = info["initialized"]
-  cfg = models.validate(c.model)
-  return Model(cfg, params, tok, path, tuple(missing))
+  file, kind, lower = hf.tokenizer_file(path)
+  tok = hf.TokenizerJson(file) if kind == hf.TokenizerJson.kind else tokenizers.load(file, kind, lower)
+  if tok.vocab_size > cfg.vocab_size:
+    raise ValueError(f"{file} has {tok.vocab_size} ids but {path}'s model has vocab_size={cfg.vocab_size}: "
+                     "the tokenizer does not belong to this model.")
+  # How this process runs the model is not the directory's (as fine-tuning from it keeps its own).
+  run = {f.name: f.default for f in dataclasses.fields(cfg) if f.name in _RUN_KEYS}
+  cfg = dataclasses.replace(cfg, **run, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  return Model(models.validate(cfg), params, tok, path, tuple(missing))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -233,6 +244,8 @@ def fill_mask(model: Model, texts: Sequence[str], top_k: int = 5, max_length: in
     raise ValueError(f"{model.source} has no MLM head (e.g. a BertModel or sentence-transformers "
                      "checkpoint): fill-mask needs *ForMaskedLM / *ForPreTraining weights or a bert_jax "
                      "pretraining workdir (ELECTRA: the generator).")
+  if not 1 <= top_k <= model.config.vocab_size:
+    raise ValueError(f"--top_k={top_k}: give 1 to the vocabulary size ({model.config.vocab_size}).")
   rows, positions = [], []
   for n, text in enumerate(texts):
     ids, pos = encode_with_masks(model.tokenizer, text)
@@ -344,29 +357,88 @@ def plot_similarity(word: str, contexts: Sequence[str], sim: np.ndarray, path: s
 # ----------------------------------------------------------------------------------------------
 # Command line.
 # ----------------------------------------------------------------------------------------------
+PROG = "bert-jax-infer"
+# What a refused input raises (the checks name the flag or file): one line, exit status 2.
+INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+# embed without --out prints the vectors of at most this many inputs (else a summary).
+PRINT_MAX_INPUTS = 16
+DEFAULT_MAX_LENGTH = 128
+
+
+class Parser(argparse.ArgumentParser):
+  """argparse with its errors in one line (the usage is in --help)."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class InputError(ValueError):
+  """A flag or input file the command refuses."""
+
+
 def _inputs(args, flag: str = "--text") -> list[str]:
   texts = list(args.text or [])
   if args.file:
-    with open(args.file, encoding="utf-8") as f:
-      texts += [line.rstrip("\n") for line in f if line.strip()]
+    try:
+      with open(args.file, encoding="utf-8") as f:
+        texts += [line.rstrip("\n") for line in f if line.strip()]
+    except UnicodeDecodeError as e:
+      raise InputError(f"--file={args.file}: not UTF-8 text ({e.reason} at byte {e.start}); give one input per "
+                       "line of UTF-8 text.") from e
+    except OSError as e:
+      raise InputError(f"--file={args.file}: {e.strerror or e}; give a text file with one input per line.") from e
   if not texts:
-    raise SystemExit(f"No inputs: give {flag} (repeatable) or --file (one input per line).")
+    raise InputError(f"no inputs: give {flag} (repeatable) or --file (one input per line).")
   return texts
 
 
+def _positive(name: str):
+  def parse(value: str) -> int:
+    try:
+      n = int(value)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 1:
+      raise argparse.ArgumentTypeError(f"{n} is less than 1; {name} counts from 1")
+    return n
+  return parse
+
+
+def _max_length(model: Model, max_length: int | None) -> int:
+  """--max_length, checked against the model's positions (by default: 128 or the positions)."""
+  if max_length is None:
+    return min(DEFAULT_MAX_LENGTH, model.config.max_position_embeddings)
+  if max_length > model.config.max_position_embeddings:
+    raise InputError(f"--max_length={max_length} is longer than {model.source}'s model takes "
+                     f"(max_position_embeddings={model.config.max_position_embeddings}); use "
+                     f"--max_length={model.config.max_position_embeddings} or less.")
+  return max_length
+
+
+def print_vectors(texts: Sequence[str], vectors: np.ndarray, limit: int = PRINT_MAX_INPUTS) -> None:
+  """The sentence vectors, one input per block (at most `limit` inputs, else nothing)."""
+  for text, v in zip(texts[:limit], vectors[:limit]):
+    print(text)
+    print("  " + np.array2string(v, precision=4, separator=" ", max_line_width=100, threshold=v.size + 1,
+                                 suppress_small=True).replace("\n", "\n  "))
+
+
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="bert-jax-infer", description=__doc__.split("\n\n")[0])
+  parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+  parser.add_argument("--debug", action="store_true", help="show the traceback of a refused input")
   sub = parser.add_subparsers(dest="command", required=True)
   for name, help_text in (("fill-mask", "top-k tokens for every [MASK]"),
-                          ("embed", "token and sentence embeddings to .npy / .npz"),
+                          ("embed", "token and sentence embeddings: printed, or to .npy / .npz"),
                           ("similarity", "one word in several contexts: cosine-similarity heatmap")):
     p = sub.add_parser(name, help=help_text)
     p.add_argument("--model", required=True,
                    help="bert_jax pretraining workdir, HF directory or converted directory")
     p.add_argument("--checkpoint", default="latest", help="workdir checkpoint: latest | best | <step>")
-    p.add_argument("--max_length", type=int, default=128, help="longest input in tokens")
-    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--max_length", type=_positive("--max_length"), default=None,
+                   help=f"longest input in tokens (default {DEFAULT_MAX_LENGTH}, or the model's positions if fewer)")
+    p.add_argument("--batch_size", type=_positive("--batch_size"), default=32)
     p.add_argument("--file", default=None, help="inputs, one per line")
+    p.add_argument("--debug", action="store_true", help="show the traceback of a refused input")
     if name == "similarity":
       p.add_argument("--word", required=True)
       p.add_argument("--context", dest="text", action="append",
@@ -375,27 +447,41 @@ def main(argv: list[str] | None = None) -> int:
     else:
       p.add_argument("--text", action="append", help="an input (repeatable)")
     if name == "fill-mask":
-      p.add_argument("--top_k", type=int, default=5)
-      p.add_argument("--max_masks", type=int, default=20, help="most [MASK]s in one input")
+      p.add_argument("--top_k", type=_positive("--top_k"), default=5)
+      p.add_argument("--max_masks", type=_positive("--max_masks"), default=20, help="most [MASK]s in one input")
       p.add_argument("--json", default=None, help="write one JSON line per input here")
     if name == "embed":
       p.add_argument("--pooling", choices=("mean", "cls"), default="mean")
       p.add_argument("--normalize", action="store_true", help="L2-normalise the sentence embeddings")
-      p.add_argument("--out", default=None, help="sentence embeddings [N, H] (.npy)")
+      p.add_argument("--out", default=None,
+                     help=f"sentence embeddings [N, H] (.npy); without it (and --tokens_out) the vectors of up "
+                          f"to {PRINT_MAX_INPUTS} inputs are printed")
       p.add_argument("--tokens_out", default=None,
                      help="token embeddings [N, L, H] with input_ids and input_mask (.npz)")
   args = parser.parse_args(argv)
+  if not args.debug:  # Orbax's notes on read-only checkpoint managers are not for this console
+    absl_logging.set_verbosity(absl_logging.ERROR)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  try:
+    return _command(args)
+  except INPUT_ERRORS as e:
+    if args.debug:
+      raise
+    print(f"{PROG} {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 2
 
+
+def _command(args) -> int:
   if args.command == "similarity":
     contexts = list(args.text or [])
     if args.file:
       contexts = _inputs(args, "--context")
     if not contexts:
       if args.word.lower() != "apple":
-        raise SystemExit("Give --context (repeatable) or --file: the built-in contexts are for --word=apple.")
+        raise InputError("give --context (repeatable) or --file: the built-in contexts are for --word=apple.")
       contexts = list(DEMO_CONTEXTS)
     model = load(args.model, args.checkpoint)
+    args.max_length = _max_length(model, args.max_length)
     sim, _ = word_similarity(model, args.word, contexts, args.max_length, args.batch_size)
     print(similarity_table(args.word, contexts, sim))
     if args.png:
@@ -407,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
 
   texts = _inputs(args)
   model = load(args.model, args.checkpoint)
+  args.max_length = _max_length(model, args.max_length)
   if args.command == "fill-mask":
     results = fill_mask(model, texts, args.top_k, args.max_length, args.max_masks, args.batch_size)
     for text, masks in zip(texts, results):
@@ -425,9 +512,15 @@ def main(argv: list[str] | None = None) -> int:
   if args.tokens_out:
     np.savez(args.tokens_out, embeddings=out["tokens"], input_ids=out["input_ids"],
              input_mask=out["input_mask"])
+  written = args.out or args.tokens_out
+  if not written and len(texts) <= PRINT_MAX_INPUTS:
+    print_vectors(texts, out["sentence"])
   print(f"{len(texts)} inputs: sentence embeddings {out['sentence'].shape} ({args.pooling} pooling"
         f"{', normalised' if args.normalize else ''})"
-        + (f" -> {args.out}" if args.out else "") + (f"; tokens -> {args.tokens_out}" if args.tokens_out else ""))
+        + (f" -> {args.out}" if args.out else "") + (f"; tokens -> {args.tokens_out}" if args.tokens_out else "")
+        + ("" if written else (" printed above" if len(texts) <= PRINT_MAX_INPUTS else
+                               f": more than {PRINT_MAX_INPUTS} inputs, not printed")
+           + "; --out=FILE.npy writes them, --tokens_out=FILE.npz the token embeddings"))
   return 0
 
 
