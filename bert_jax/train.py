@@ -391,6 +391,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
         last_eval = steps_lib.evaluate(eval_step, state["params"], eval_fn, s, task, frozen)
         writer.scalars("eval", last_eval, step)
         _print(f"eval @ {step}: {task.eval_line(last_eval)}")
+        if stop.best is None:
+          clock.restart(step)  # nor the first eval's compilation
         stop.update(last_eval)
       if step % config.checkpoint.every_steps == 0 or step == num_steps:
         ckpt.save(step, state, {"step": step, "data_batches": step, "family": config.model.family},

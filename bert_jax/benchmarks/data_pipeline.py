@@ -65,7 +65,6 @@ def _best_seconds(fn, repeats=3):
 
 def _stage_us(corpus, c, tok, length, strategies, batch_size):
   """Time per row (us) of build_rows for one epoch and of masking per strategy."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from bert_jax.data import instances as inst_lib  # pylint: disable=g-import-not-at-top
   from bert_jax.data import masking  # pylint: disable=g-import-not-at-top
   from bert_jax.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -80,8 +79,8 @@ def _stage_us(corpus, c, tok, length, strategies, batch_size):
     c.masking = strategy
     spec = masking.spec_from_config(c, tok)
     n = min(pipeline.default_chunk_rows(batch_size, length, strategy), len(rows["input_ids"]))
-    piece = {k: tf.constant(rows[k][:n]) for k in ("input_ids", "input_mask")}
-    keys = tf.constant(masking.example_keys(0, 0, np.arange(n)))
+    piece, keys = pipeline.mask_inputs({k: rows[k][:n] for k in ("input_ids", "input_mask")},
+                                       masking.example_keys(0, 0, np.arange(n)))
     fn = pipeline.mask_fn(spec, length)  # the pipeline's own
     out[strategy] = 1e6 * _best_seconds(lambda: fn(piece, keys)["input_ids"].numpy()) / n
   return out

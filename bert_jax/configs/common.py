@@ -186,6 +186,7 @@ def distill_config(**overrides) -> ml_collections.ConfigDict:
   c.temperature = 2.0                # T of softmax(logits / T); the soft term is scaled by T^2
   c.student_layers = 0               # the student's depth (0: config.model's / the starting point's)
   c.student_init = "start"           # start (config.init.*) | teacher; every k-th layer of it
+  c.student_init_extra_layers = ""   # a student deeper than its source: "" refuses; random: the extra layers start random
   c.hidden_weight = 0.0              # TinyBERT hidden-state MSE through a learned projection
   c.attention_weight = 0.0           # TinyBERT attention-score MSE (same head count)
   c.eval_teacher = False             # task distillation: eval also reports the teacher's accuracy / agreement

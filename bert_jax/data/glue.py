@@ -214,6 +214,8 @@ def _read_tsv(task: TaskInfo, path: str, split: str, labels) -> Examples:
     if not lines:
       raise ValueError(f"{file} is empty; expected a header line and rows.")
     header, lines = first, lines[1:]
+  if not lines:
+    raise ValueError(f"{file} holds no examples{' after its header' if header else ''}; {where} needs rows.")
   num_columns = len(header) if header else layout.num_columns
   cols = [_column(getattr(layout, k), header, file, k)
           for k in ("text_a", "text_b", "label", "idx")]

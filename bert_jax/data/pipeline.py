@@ -61,6 +61,12 @@ _MASK_FNS: dict = {}
 _XLA_STRATEGIES = masking.XLA_STRATEGIES
 
 
+def mask_inputs(rows: dict[str, np.ndarray], keys: np.ndarray):
+  """(piece, keys) of numpy rows as `mask_fn`'s function takes them (TF constants), for callers
+  outside the data modules (the pipeline benchmark) that do not import TensorFlow."""
+  return {k: tf.constant(rows[k]) for k in ("input_ids", "input_mask")}, tf.constant(keys)
+
+
 def mask_fn(spec: masking.MaskingSpec, length: int):
   """The compiled masking function (any number of rows), cached so repeated eval
   iterators do not retrace."""

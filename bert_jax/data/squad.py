@@ -93,8 +93,10 @@ def make_example(qas_id: str, question: str, context: str, answers: Sequence[dic
 
 # ----------------------------------------------------------------------------- reading
 
-def from_json(data: dict[str, Any], where: str = "the SQuAD JSON") -> list[Example]:
-  """Examples of a parsed official SQuAD file ({"version", "data": [articles]})."""
+def from_json(data: dict[str, Any], where: str = "the SQuAD JSON", version: str = "") -> list[Example]:
+  """Examples of a parsed official SQuAD file ({"version", "data": [articles]}). With `version`
+  ("v1.1" / "v2.0"), every question must have its answers: v1.1 questions all have one; a v2.0
+  question has one or is marked is_impossible."""
   if not isinstance(data, dict) or "data" not in data:
     raise ValueError(f"{where}: not a SQuAD file (no top-level 'data' list of articles).")
   out = []
@@ -106,13 +108,20 @@ def from_json(data: dict[str, Any], where: str = "the SQuAD JSON") -> list[Examp
       for qa in paragraph["qas"]:
         if "id" not in qa or "question" not in qa:
           raise ValueError(f"{where}: a question of data[{a}].paragraphs[{p}] lacks 'id' or 'question'.")
+        if version and not qa.get("answers") and not (version == "v2.0" and qa.get("is_impossible")):
+          raise ValueError(
+              f"{where}: question {qa['id']!r} (data[{a}].paragraphs[{p}]) has no 'answers'; "
+              + ("every SQuAD v1.1 question has one (a file with unanswerable questions is v2.0: "
+                 "config.finetune.task=squad_v2)." if version == "v1.1" else
+                 "a SQuAD v2.0 question has answers or is marked \"is_impossible\": true."))
         out.append(make_example(qa["id"], qa["question"], paragraph["context"], qa.get("answers", []),
                                 bool(qa.get("is_impossible", False)), article.get("title", ""), words))
   return out
 
 
-def read_json(path: str) -> tuple[list[Example], dict[str, Any]]:
-  """(examples, the parsed file) of an official SQuAD JSON file (local or gs://)."""
+def read_json(path: str, version: str = "") -> tuple[list[Example], dict[str, Any]]:
+  """(examples, the parsed file) of an official SQuAD JSON file (local or gs://); `version`: see
+  from_json."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"{path} does not exist; expected an official SQuAD JSON file "
@@ -122,7 +131,7 @@ def read_json(path: str) -> tuple[list[Example], dict[str, Any]]:
       data = json.loads(f.read().decode("utf-8"))
     except ValueError as e:
       raise ValueError(f"{path} is not valid UTF-8 JSON: {e}.") from e
-  return from_json(data, path), data
+  return from_json(data, path, version), data
 
 
 def read_tfds(version: str, split: str, data_dir: str = "") -> tuple[list[Example], dict[str, Any]]:

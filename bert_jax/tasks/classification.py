@@ -90,6 +90,15 @@ class Classification(finetuning.FinetuneTask):
     return n
 
   @classmethod
+  def check_data(cls, config) -> None:
+    if config.finetune.source != "tsv":
+      return  # TFDS: read when the runs start
+    info, labels = task_info(config), label_names(config)
+    for split in ("train", *cls.eval_splits(config)):
+      glue.read_examples(info, "tsv", config.finetune.data_dir, split,
+                         labels if config.finetune.task == "tsv" else None)
+
+  @classmethod
   def eval_splits(cls, config):
     return (config.finetune.eval_split,) if config.finetune.eval_split else tuple(task_info(config).eval_splits)
 

@@ -59,6 +59,7 @@ from bert_jax.tasks import classification
 from bert_jax.tasks import pretraining
 
 STUDENT_INITS = ("start", "teacher")
+EXTRA_LAYERS = ("", "random")  # config.distill.student_init_extra_layers
 
 
 def enabled(config) -> bool:
@@ -89,6 +90,9 @@ def validate(config) -> None:
     raise ValueError(f"config.distill.student_layers={d.student_layers} must be >= 0 (0: as the model).")
   if d.student_init not in STUDENT_INITS:
     raise ValueError(f"config.distill.student_init={d.student_init!r}; choose one of {STUDENT_INITS}.")
+  if d.get("student_init_extra_layers", "") not in EXTRA_LAYERS:
+    raise ValueError(f"config.distill.student_init_extra_layers={d.student_init_extra_layers!r}; choose one of "
+                     f"{EXTRA_LAYERS} ('': refuse a student deeper than its source).")
   if d.student_init == "teacher" and not d.teacher:
     raise ValueError("config.distill.student_init='teacher' needs config.distill.teacher (a fine-tuning seed "
                      "dir, a pretraining workdir or an HF dir).")
@@ -103,9 +107,36 @@ def shape_student(config) -> None:
     return
   validate(config)
   if d.student_layers:
+    _check_depth(config)
     config.model.num_hidden_layers = int(d.student_layers)
     if config.model.num_hidden_groups and config.model.num_hidden_groups > d.student_layers:
       config.model.num_hidden_groups = int(d.student_layers)
+
+
+def _check_depth(config) -> None:
+  """A student deeper than the model its layers come from (the teacher with student_init=teacher,
+  else the starting point) would train its extra layers from random: refused unless
+  config.distill.student_init_extra_layers=random says so."""
+  d = config.distill
+  if d.student_init == "teacher":
+    source = f"config.distill.teacher={d.teacher!r}"
+    layers = load_teacher(d.teacher, "classify" if "finetune" in config else "mlm")[0].num_hidden_layers
+  elif config.init.hf_checkpoint or config.init.workdir:
+    if "finetune" in config and config.finetune.random_init:
+      return
+    source = f"the starting point ({config.init.hf_checkpoint or config.init.workdir})"
+    layers = config.model.num_hidden_layers  # the start's (bert_jax.tasks.finetuning.resolve_model)
+  else:
+    return  # a random student: no source layers
+  if d.student_layers > layers and layers != d.student_layers:
+    if d.get("student_init_extra_layers", "") != "random":
+      raise ValueError(f"config.distill.student_layers={d.student_layers} is deeper than {source}, which has "
+                       f"{layers} layers: layers {layers}..{d.student_layers - 1} would start random. Set "
+                       f"config.distill.student_layers <= {layers}, or config.distill.student_init_extra_layers="
+                       "random to train them from scratch.")
+    if jax.process_index() == 0:
+      print(f"Student layers {layers}..{d.student_layers - 1} start random "
+            "(config.distill.student_init_extra_layers=random).", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------

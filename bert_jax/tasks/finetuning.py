@@ -61,6 +61,8 @@ def resolve_model(config) -> None:
   keep = {k: config.model[k] for k in _KEPT_KEYS}
   if kind == "workdir":
     pre = starts.run_config(config.init.workdir)
+    if not config.finetune.random_init:  # a checkpoint that is not there: refused before anything is built
+      starts.checkpoint_step(config.init.workdir, pre, config.init.checkpoint)
     model = dict(pre.model)
     tok = dict(pre.data.tokenizer)
     if not tok.get("path"):
@@ -178,6 +180,12 @@ class FinetuneTask(base.Task):
 
   @classmethod
   def prepare_data(cls, config) -> int:
+    raise NotImplementedError
+
+  @classmethod
+  def check_data(cls, config) -> None:
+    """Reads the task's local files (train and eval splits) without a tokenizer, so a plan of
+    runs (bert_jax.tools.ablate) is refused before its first pretraining, not after it."""
     raise NotImplementedError
 
   @classmethod

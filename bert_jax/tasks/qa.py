@@ -63,7 +63,7 @@ def _read(version: str, source: str, data_dir: str, file: str, split: str, artic
   what = "train_articles" if split == "train" else "eval_articles"
   if source == "json":
     path = file or os.path.join(data_dir, squad.SPLIT_FILES[version][split])
-    _, data = squad.read_json(path)
+    _, data = squad.read_json(path, version)
   elif source == "tfds":
     _, data = squad.read_tfds(version, split, data_dir)
   else:
@@ -87,14 +87,19 @@ def _featurize(key, tok_kind, tok_path, lower, max_len, stride, max_query, is_tr
   return examples, data, feats, tok
 
 
+def _key(config, split: str) -> tuple:
+  """_read's arguments for a split under this config."""
+  f, q = config.finetune, config.finetune.squad
+  is_train = split == "train"
+  return (VERSIONS[f.task], f.source, f.data_dir, q.train_file if is_train else q.eval_file, split,
+          q.train_articles if is_train else q.eval_articles)
+
+
 def load(config, split: str):
   """(examples, dataset list, squad.Features, tokenizer) of a split under this config."""
   f, q, t = config.finetune, config.finetune.squad, config.data.tokenizer
-  version = VERSIONS[f.task]
   is_train = split == "train"
-  key = (version, f.source, f.data_dir, q.train_file if is_train else q.eval_file, split,
-         q.train_articles if is_train else q.eval_articles)
-  out = _featurize(key, t.kind, t.path, bool(t.lower_case), int(config.data.max_seq_length), int(q.doc_stride),
+  out = _featurize(_key(config, split), t.kind, t.path, bool(t.lower_case), int(config.data.max_seq_length), int(q.doc_stride),
                    int(q.max_query_length), is_train, int(f.train_examples) if is_train else 0, int(f.subset_seed))
   finetuning.check_vocab(out[3].vocab_size, config)
   return out
@@ -129,6 +134,12 @@ class QuestionAnswering(finetuning.FinetuneTask):
   @classmethod
   def metric_names(cls, config):
     return ("exact", "f1") + (("best_f1", "best_f1_thresh") if VERSIONS[config.finetune.task] == "v2.0" else ())
+
+  @classmethod
+  def check_data(cls, config) -> None:
+    if config.finetune.source == "json":
+      for split in ("train", cls.eval_splits(config)[0]):
+        _read(*_key(config, split))
 
   @classmethod
   def prepare_data(cls, config) -> int:

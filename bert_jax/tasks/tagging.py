@@ -117,6 +117,12 @@ class TokenClassification(finetuning.FinetuneTask):
     return ("precision", "recall", "f1", "accuracy") if config.finetune.tagging.entities else ("accuracy",)
 
   @classmethod
+  def check_data(cls, config) -> None:
+    if config.finetune.source == "conll":
+      label_names(config)  # reads the train file
+      _read(config.finetune.source, config.finetune.data_dir, cls.eval_splits(config)[0], _column(config))
+
+  @classmethod
   def prepare_data(cls, config) -> int:
     if config.finetune.source not in SOURCES:
       raise ValueError(f"config.finetune.source={config.finetune.source!r} for token classification: "

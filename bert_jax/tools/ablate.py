@@ -447,6 +447,20 @@ def finetune_done(plan, workdir: str, i: int, task_name: str) -> bool:
   return _exists(path) and len(_read_json(path).get("seeds", [])) == plan["seeds"]
 
 
+def check_data(plan) -> None:
+  """Every fine-tuning task's local data, read and checked (bert_jax.tasks: check_data) before
+  the first pretraining starts, not hours later when the first fine-tuning reads them."""
+  for t in plan["finetune"]:
+    c = load_config(_with_arg(plan["finetune_config"], f"task={t['task']}"))
+    for key, text in t["overrides"]:
+      node, leaf = _lookup(c, key, f"--finetune {t['name']!r}")
+      node[leaf] = typed_value(c, key, text, f"--finetune {t['name']!r}")
+    try:
+      registry.task_class(c).check_data(c)
+    except (ValueError, FileNotFoundError) as e:
+      raise ValueError(f"--finetune {t['name']!r}: {e}") from None
+
+
 def run_sweep(plan, workdir: str, cells: list[int] | None = None, log_dir: str | None = None) -> None:
   """Runs the cells (0-based indices; all by default) one after the other, skipping finished
   pretrainings and fine-tunes; prints a progress line per cell and phase."""
@@ -799,6 +813,8 @@ def _main(argv) -> None:
       plan = make_plan(config=_CONFIG.value, grid=_GRID.value, zipped=_ZIP.value, sets=_SET.value,
                        finetune=_FINETUNE.value, finetune_config=_FT_CONFIG.value, seeds=_SEEDS.value,
                        fixed_eval=_FIXED_EVAL.value)
+      if not (_PRINT_JOBS.value or _COLLECT.value or _DRY_RUN.value):
+        check_data(plan)  # before plan.json and before the first pretraining
       if not _PRINT_JOBS.value:
         write_plan(plan, workdir)
     except ValueError as e:
