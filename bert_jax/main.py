@@ -32,6 +32,7 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
+from bert_jax import cli
 from bert_jax import configs
 
 _CONFIG = configs.define_flag(
@@ -46,12 +47,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 # (a preemption notice, config.train.halt_after_steps); launch/tpu_vm.py re-runs on it. (EX_TEMPFAIL)
 EXIT_INCOMPLETE = 75
 RESUMABLE = ("preempted", "halted")
-# Exit status of a config or input error, reported in one line (as argparse does).
-EXIT_USAGE = 2
-# What a refused config or input raises (the checks name the key, flag or file): one line, no
-# traceback. Anything else (a bug, an accelerator error) keeps its traceback.
-INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
-                PermissionError)
+# A config or input error: one line and this exit status (bert_jax.cli).
+EXIT_USAGE = cli.EXIT_USAGE
+INPUT_ERRORS = cli.INPUT_ERRORS
 HELP_FLAGS = ("-h", "--help", "-help", "-?", "--helpshort")
 
 
@@ -71,13 +69,9 @@ def _prog() -> str:
   return "python -m bert_jax.main" if name in ("main.py", "__main__.py", "") else name
 
 
-def one_line(message: str) -> str:
-  return " ".join(str(message).split())
-
-
 def _refuse(message: str) -> None:
   """Prints `<prog>: error: <message>` in one line and exits with EXIT_USAGE."""
-  print(f"{_prog()}: error: {one_line(message)}", file=sys.stderr)
+  print(f"{_prog()}: error: {cli.one_line(message)}", file=sys.stderr)
   sys.exit(EXIT_USAGE)
 
 

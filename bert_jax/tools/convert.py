@@ -41,30 +41,19 @@ with exit status 2 (--debug shows the traceback).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import sys
 import tempfile
 
-from absl import logging as absl_logging
 
+from bert_jax import cli as cli_lib
 from bert_jax import finetune
 from bert_jax import starts
 from bert_jax.interop import hf
 
 PROG = "bert-jax-convert"
-# What a refused input raises (the checks name the directory or flag): one line, exit status 2.
-INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
-                PermissionError)
-
-
-class Parser(argparse.ArgumentParser):
-  """argparse with its errors in one line (the usage is in --help)."""
-
-  def error(self, message):
-    self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class Refused(ValueError):
@@ -161,7 +150,7 @@ def _check_checkpoint(workdir: str, config, which: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+  parser = cli_lib.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
   parser.add_argument("--debug", action="store_true", help="show the traceback of a refused input")
   sub = parser.add_subparsers(dest="command", required=True)
   imp = sub.add_parser("import", help="HF checkpoint directory -> bert_jax directory")
@@ -182,16 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an output directory that holds files (as a whole: no file of it is kept)")
     p.add_argument("--debug", action="store_true", help="show the traceback of a refused input")
-  args = parser.parse_args(argv)
-  if not args.debug:  # Orbax's notes on read-only checkpoint managers are not for this console
-    absl_logging.set_verbosity(absl_logging.ERROR)
-  try:
-    return _command(args)
-  except INPUT_ERRORS as e:
-    if args.debug:
-      raise
-    print(f"{PROG} {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
-    return 2
+  return cli_lib.run_command(PROG, parser.parse_args(argv), _command)
 
 
 def _command(args) -> int:

@@ -41,13 +41,13 @@ import re
 import sys
 from typing import Any, Sequence
 
-from absl import logging as absl_logging
 from etils import epath
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert_jax import cli as cli_lib
 from bert_jax import configs
 from bert_jax import models
 from bert_jax import starts
@@ -358,18 +358,9 @@ def plot_similarity(word: str, contexts: Sequence[str], sim: np.ndarray, path: s
 # Command line.
 # ----------------------------------------------------------------------------------------------
 PROG = "bert-jax-infer"
-# What a refused input raises (the checks name the flag or file): one line, exit status 2.
-INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 # embed without --out prints the vectors of at most this many inputs (else a summary).
 PRINT_MAX_INPUTS = 16
 DEFAULT_MAX_LENGTH = 128
-
-
-class Parser(argparse.ArgumentParser):
-  """argparse with its errors in one line (the usage is in --help)."""
-
-  def error(self, message):
-    self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class InputError(ValueError):
@@ -424,7 +415,7 @@ def print_vectors(texts: Sequence[str], vectors: np.ndarray, limit: int = PRINT_
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+  parser = cli_lib.Parser(prog=PROG, description=__doc__.split("\n\n")[0])
   parser.add_argument("--debug", action="store_true", help="show the traceback of a refused input")
   sub = parser.add_subparsers(dest="command", required=True)
   for name, help_text in (("fill-mask", "top-k tokens for every [MASK]"),
@@ -459,16 +450,8 @@ def main(argv: list[str] | None = None) -> int:
       p.add_argument("--tokens_out", default=None,
                      help="token embeddings [N, L, H] with input_ids and input_mask (.npz)")
   args = parser.parse_args(argv)
-  if not args.debug:  # Orbax's notes on read-only checkpoint managers are not for this console
-    absl_logging.set_verbosity(absl_logging.ERROR)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  try:
-    return _command(args)
-  except INPUT_ERRORS as e:
-    if args.debug:
-      raise
-    print(f"{PROG} {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
-    return 2
+  return cli_lib.run_command(PROG, args, _command)
 
 
 def _command(args) -> int:
