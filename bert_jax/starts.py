@@ -12,6 +12,7 @@ shapes: that is every warm start (config.init.*, a distillation student, a teach
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -26,6 +27,9 @@ from bert_jax import models
 from bert_jax.interop import hf
 
 CONFIG_FILE = "config.json"  # <workdir>/config.json: the config a run was started with
+# Config keys given on the command line ("model.hidden_size", ...): bert_jax.main fills it, so a
+# starting point can refuse a --config.model.* flag that contradicts it (resolve_pretraining_start).
+COMMAND_LINE_KEYS: set[str] = set()
 
 
 def _print(*args) -> None:
@@ -178,3 +182,106 @@ def from_hf(config, params):
                      f"use configs/{hf_config['family']}.py or another checkpoint.")
   return overwrite(params, hf_params, f"config.init.hf_checkpoint={config.init.hf_checkpoint!r}",
                    "make config.model match the checkpoint's config.json.")[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Continued pretraining: the model and tokenizer of config.init.hf_checkpoint.
+# ----------------------------------------------------------------------------------------------
+# config.model keys that are this run's, not the checkpoint's: regularisation, numerics, memory,
+# the fresh heads' init, PEFT. Every other key is the checkpoint's architecture.
+RUN_MODEL_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "dtype", "remat",
+                  "remat_policy", "scan_layers", "attention_impl", "use_pooler", "lora_rank", "lora_alpha",
+                  "lora_dropout", "lora_targets", "adapter_size", "adapter_placement")
+GENERATOR_KEYS = ("generator_hidden_size", "generator_layers", "generator_num_attention_heads",
+                  "generator_intermediate_size")
+_TOKENIZER_NAMES = {"wordpiece": "WordPiece", "sentencepiece": "sentencepiece", "tokenizer_json": "tokenizer.json"}
+
+
+def _differs(a, b) -> bool:
+  if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+    return abs(float(a) - float(b)) > 1e-12 * max(1.0, abs(float(b)))
+  return a != b
+
+
+def resolve_pretraining_start(config, command_line_keys=()) -> dict | None:
+  """With config.init.hf_checkpoint (an HF directory or one `bert-jax-convert import` wrote): sets
+  every architecture key of config.model (all but RUN_MODEL_KEYS; ELECTRA's generator keys when a
+  generator comes with it) and config.data.tokenizer (kind, path, lower case; a
+  --config.data.tokenizer.path given on the command line is kept) from the checkpoint, and prints
+  one line of what is loaded and what starts fresh. Refuses, in one line and before anything is
+  built: a --config.model.* flag (in `command_line_keys`, e.g. "model.hidden_size") that
+  contradicts the checkpoint, another model family, a directory without config.json or tokenizer,
+  a tokenizer whose size differs from the embedding rows, missing encoder tensors. Returns
+  hf.inspect's report, or None without a checkpoint (the config is left as it is)."""
+  path = config.init.hf_checkpoint
+  if not path:
+    return None
+  key = f"config.init.hf_checkpoint={path!r}"
+  if "://" in path:
+    raise ValueError(f"{key}: continued pretraining reads a local directory; copy the checkpoint here first.")
+  if not os.path.isdir(path):
+    raise ValueError(f"{key} is not a directory.")
+  if not os.path.exists(os.path.join(path, "config.json")) and not os.path.exists(
+      os.path.join(path, hf.CONVERTED_CONFIG)):
+    raise FileNotFoundError(f"{key} has no config.json: not a HuggingFace checkpoint directory (save the "
+                            "model with save_pretrained, or convert it with bert-jax-convert import).")
+  info = hf.inspect(path)
+  cfg = info["config"]
+  if cfg.family != config.model.family:
+    raise ValueError(f"{key} holds a {cfg.family} model but config.model.family={config.model.family!r}; "
+                     f"use configs/{cfg.family}.py (or another checkpoint).")
+  start = dataclasses.asdict(cfg)
+  taken = [k for k in config.model if k in start and k not in RUN_MODEL_KEYS
+           and (k not in GENERATOR_KEYS or info["generator"])]
+  keys = set(command_line_keys)
+  for k in taken:
+    if f"model.{k}" in keys and _differs(config.model[k], start[k]):
+      raise ValueError(f"--config.model.{k}={config.model[k]!r} contradicts {key}, whose {k} is {start[k]!r}: "
+                       "the architecture comes from the checkpoint; drop the flag (dropout, dtype, remat and "
+                       "the other training-only keys stay free).")
+  for k in taken:
+    config.model[k] = start[k]
+  tc = config.data.tokenizer
+  if "data.tokenizer.path" not in keys:
+    try:
+      file, kind, lower = hf.tokenizer_file(path)
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"{key} has no tokenizer file (vocab.txt, spiece.model or tokenizer.json): copy "
+                              "the model's tokenizer files into it (tokenizer.save_pretrained).") from e
+    tc.kind, tc.path = kind, file
+    if "data.tokenizer.lower_case" not in keys:
+      tc.lower_case = lower
+  n_ids = hf.tokenizer_size(tc.path, tc.kind)
+  rows = info["vocab_rows"]
+  if n_ids != rows:
+    raise ValueError(f"The tokenizer {tc.path} has {n_ids} ids but {key} has {rows} word-embedding rows: the "
+                     "tokenizer is not the checkpoint's; use the vocabulary the checkpoint was trained with.")
+  if info["missing"]:
+    m = info["missing"]
+    raise ValueError(f"{key} lacks {len(m)} encoder tensors ({', '.join(m[:3])}{', ...' if len(m) > 3 else ''}): "
+                     "an incomplete or foreign checkpoint; re-save it with save_pretrained.")
+  _print(start_line(config, info))
+  return info
+
+
+def start_line(config, info: dict) -> str:
+  """One line: the checkpoint's model and tokenizer, what is loaded and what starts fresh."""
+  m, tc, parts = config.model, config.data.tokenizer, info["parts"]
+  wanted = ["encoder"]
+  if config.model.family == "electra":
+    wanted += ["discriminator head", "generator"]
+  else:
+    wanted += ["MLM head"]
+    if config.objective.get("sentence_loss", "none") != "none":
+      wanted += ["pooler", f"{config.objective.sentence_loss.upper()} head"]
+  loaded, fresh = [], []
+  for part in wanted:
+    have = parts.get("sentence head" if part.endswith(" head") and part[:3] in ("NSP", "SOP") else part, False)
+    (loaded if have else fresh).append(part)
+  if config.objective.name == "sbo":
+    fresh.append("SBO head")
+  case = "" if tc.kind != "wordpiece" else ", lower case" if tc.lower_case else ", cased"
+  return (f"Continued pretraining from {config.init.hf_checkpoint}: {m.family} {m.num_hidden_layers} x {m.hidden_size} "
+          f"({m.num_attention_heads} heads, vocab {m.vocab_size}), tokenizer {_TOKENIZER_NAMES.get(tc.kind, tc.kind)} "
+          f"{os.path.basename(tc.path)}{case}; loaded: {', '.join(loaded)}"
+          + (f"; fresh: {', '.join(fresh)} (the checkpoint has none)" if fresh else "") + ".")

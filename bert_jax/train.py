@@ -329,7 +329,11 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
   `devices` (default: all) are the devices the mesh is built from.
   """
   t_begin = time.time()
-  # Validation always runs, also when the compiled steps come from the cache.
+  # The pretraining task's config step (a checkpoint's architecture and tokenizer: config.init.*),
+  # then validation; both always run, also when the compiled steps come from the cache.
+  task_class = registry.task_class(config)
+  if not task_class.finetuning:  # the fine-tuning driver configured the seed's config already
+    task_class.configure(config)
   state_lib.validate(config, sharding.make_mesh(config.mesh, devices), sharding.rules_from_config(config.mesh))
   cache_dir = use_compilation_cache(config, workdir)
   s, (train_step, eval_step, init) = setup_cached(config, devices)

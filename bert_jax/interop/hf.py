@@ -223,20 +223,21 @@ def to_hf(e: Entry, w: np.ndarray) -> np.ndarray:
 # Files.
 # ---------------------------------------------------------------------------------------------
 def read_state_dict(hf_dir: str) -> dict[str, np.ndarray]:
-  """All tensors of an HF checkpoint directory as float32/int numpy arrays."""
+  """All tensors of an HF checkpoint directory as float32/int numpy arrays (an ERNIE checkpoint's
+  as BERT's: `ernie_as_bert`)."""
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   single = os.path.join(hf_dir, "model.safetensors")
   index = os.path.join(hf_dir, "model.safetensors.index.json")
   binary = os.path.join(hf_dir, "pytorch_model.bin")
   if os.path.exists(single):
-    return dict(load_file(single))
+    return ernie_as_bert(hf_dir, dict(load_file(single)))
   if os.path.exists(index):
     with open(index) as f:
       files = sorted(set(json.load(f)["weight_map"].values()))
     out = {}
     for name in files:
       out.update(load_file(os.path.join(hf_dir, name)))
-    return out
+    return ernie_as_bert(hf_dir, out)
   if os.path.exists(binary):
     try:
       import torch  # pylint: disable=g-import-not-at-top
@@ -244,17 +245,133 @@ def read_state_dict(hf_dir: str) -> dict[str, np.ndarray]:
       raise ImportError(f"{binary} is a PyTorch pickle and needs torch; install it or convert "
                         "the checkpoint to model.safetensors.") from err
     sd = torch.load(binary, map_location="cpu", weights_only=True)
-    return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in sd.items()}
+    return ernie_as_bert(hf_dir, {k: v.float().numpy() if v.is_floating_point() else v.numpy()
+                                  for k, v in sd.items()})
   raise FileNotFoundError(f"{hf_dir} has no model.safetensors, model.safetensors.index.json or "
                           "pytorch_model.bin.")
 
 
+def tensor_shapes(hf_dir: str) -> dict[str, tuple[int, ...]]:
+  """Name -> shape of every tensor of an HF directory, from the safetensors headers (no tensor is
+  read; a pytorch_model.bin is loaded); an ERNIE checkpoint's names as BERT's."""
+  single = os.path.join(hf_dir, "model.safetensors")
+  index = os.path.join(hf_dir, "model.safetensors.index.json")
+  files = []
+  if os.path.exists(single):
+    files = [single]
+  elif os.path.exists(index):
+    with open(index) as f:
+      files = [os.path.join(hf_dir, n) for n in sorted(set(json.load(f)["weight_map"].values()))]
+  if not files:
+    return {k: tuple(v.shape) for k, v in read_state_dict(hf_dir).items()}
+  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+  out: dict[str, Any] = {}
+  for file in files:
+    with safe_open(file, framework="numpy") as f:
+      for k in f.keys():
+        out[k] = tuple(f.get_slice(k).get_shape())
+  if _raw_config(hf_dir).get("model_type") == "ernie":
+    out = {_ERNIE_RENAME(k): v for k, v in out.items() if not k.endswith(_ERNIE_TASK_TYPE)}
+  return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints whose config.json does not say BERT but whose weights are BERT's.
+#   model_type "roberta" with bert.* tensors and a vocab.txt (hfl's chinese-roberta-wwm-ext),
+#   no model_type at all (early ERNIE 1.0 conversions): read as BERT, with a one-line notice.
+#   model_type "ernie" (transformers' ErnieModel): BERT plus, with use_task_id, a task-type
+#   embedding whose row of the task id (0, transformers' default) is added at every position
+#   before the embedding LayerNorm, exactly as a token-type row is: it is folded into every
+#   token-type row, so the model is BERT's.
+#   A real RoBERTa (roberta.* tensors, byte-level BPE vocab.json + merges.txt) is refused.
+# ---------------------------------------------------------------------------------------------
+_ERNIE_TASK_TYPE = "embeddings.task_type_embeddings.weight"
+_ERNIE_RENAME = lambda k: "bert." + k[len("ernie."):] if k.startswith("ernie.") else k  # noqa: E731
+_NOTICES_SHOWN: set[str] = set()
+
+
+def _raw_config(hf_dir: str) -> dict[str, Any]:
+  path = os.path.join(hf_dir, "config.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def ernie_as_bert(hf_dir: str, sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """An ERNIE state dict as BERT's: ernie.* -> bert.*, and with use_task_id the task-type row of
+  task id 0 added to every token-type row (both are added at every position before the
+  LayerNorm). Other checkpoints are returned as they are."""
+  hf_cfg = _raw_config(hf_dir)
+  if hf_cfg.get("model_type") != "ernie":
+    return sd
+  out = {_ERNIE_RENAME(k): v for k, v in sd.items() if not k.endswith(_ERNIE_TASK_TYPE)}
+  task = [k for k in sd if k.endswith(_ERNIE_TASK_TYPE)]
+  if hf_cfg.get("use_task_id") and task:
+    key = _ERNIE_RENAME(task[0]).replace("task_type_embeddings", "token_type_embeddings")
+    row = np.asarray(sd[task[0]], np.float32)[0]
+    out[key] = np.asarray(out[key], np.float32) + row[None, :]
+  return out
+
+
+def _tensor_names(hf_dir: str) -> list[str]:
+  single = os.path.join(hf_dir, "model.safetensors")
+  index = os.path.join(hf_dir, "model.safetensors.index.json")
+  if os.path.exists(single):
+    from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+    with safe_open(single, framework="numpy") as f:
+      return list(f.keys())
+  if os.path.exists(index):
+    with open(index) as f:
+      return list(json.load(f)["weight_map"])
+  return []
+
+
+def _model_type(hf_dir: str, hf: dict[str, Any]) -> tuple[str | None, str]:
+  """(the family the weights are read as, a one-line notice or "")."""
+  model_type = hf.get("model_type")
+  if model_type in ("bert", "albert", "electra"):
+    return model_type, ""
+  has = lambda name: os.path.exists(os.path.join(hf_dir, name))  # noqa: E731
+  names = _tensor_names(hf_dir)
+  if model_type == "ernie":
+    folded = " (its task-type row folded into the token-type rows)" if hf.get("use_task_id") else ""
+    return "bert", f"Note: {hf_dir} is an ERNIE checkpoint: read as BERT{folded}."
+  if model_type not in ("roberta", None):
+    return model_type, ""
+  roberta_names = any(n.startswith("roberta.") for n in names)
+  bpe = has("vocab.json") and has("merges.txt")
+  if roberta_names or (bpe and not has("vocab.txt")):
+    raise ValueError(
+        f"{hf_dir} holds a RoBERTa model ({'roberta.* tensors' if roberta_names else 'no bert.* tensors'}"
+        f"{', a byte-level BPE vocab.json + merges.txt' if bpe else ''}): bert_jax reads BERT, ALBERT and "
+        "ELECTRA checkpoints, and RoBERTa's byte-level BPE tokenizer and offset position ids are not BERT's; "
+        "use a BERT-style checkpoint (bert.* tensors and a WordPiece vocab.txt).")
+  bert_names = any(n.startswith(("bert.", "embeddings.word_embeddings")) for n in names)
+  if has("vocab.txt") and (bert_names or not names):
+    said = f"says model_type={model_type!r}" if model_type else "has no model_type"
+    return "bert", (f"Note: {hf_dir}/config.json {said}, but the weights are BERT's (bert.* tensors, a "
+                    "WordPiece vocab.txt): read as BERT.")
+  if model_type is None:
+    raise ValueError(f"{hf_dir}/config.json has no model_type and the directory is not a BERT checkpoint "
+                     "(no bert.* tensors with a vocab.txt): add \"model_type\": \"bert\" (or albert / "
+                     "electra) to config.json if the weights are one of those.")
+  return model_type, ""
+
+
 def read_hf_config(hf_dir: str) -> dict[str, Any]:
+  """config.json of an HF directory, with model_type as the weights are read (`_model_type`: a
+  BERT checkpoint typed roberta or untyped, ERNIE; a notice printed once per directory)."""
   path = os.path.join(hf_dir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} is missing: not a HuggingFace checkpoint directory.")
   with open(path) as f:
-    return json.load(f)
+    hf = json.load(f)
+  model_type, notice = _model_type(hf_dir, hf)
+  if notice and notice not in _NOTICES_SHOWN:
+    _NOTICES_SHOWN.add(notice)
+    print(notice, flush=True)
+  return dict(hf, model_type=model_type)
 
 
 _COMMON_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -854,3 +971,78 @@ def tokenizer_file(hf_dir: str) -> tuple[str, str, bool]:
     return tj, TokenizerJson.kind, True
   raise FileNotFoundError(f"{hf_dir} has no tokenizer (vocab.txt, spiece.model or tokenizer.json): copy the "
                           "model's tokenizer files into it (tokenizer.save_pretrained).")
+
+
+def tokenizer_size(path: str, kind: str) -> int:
+  """Ids of a tokenizer file, read without building the tokenizer: the lines of a vocab.txt, the
+  pieces of a spiece.model, the vocabulary (added tokens included) of a tokenizer.json."""
+  if kind == "wordpiece":
+    with open(path, encoding="utf-8") as f:
+      return sum(1 for _ in f)
+  if kind == "sentencepiece":
+    import sentencepiece  # pylint: disable=g-import-not-at-top
+    return sentencepiece.SentencePieceProcessor(model_file=path).get_piece_size()
+  from tokenizers import Tokenizer as _Tokenizer  # pylint: disable=g-import-not-at-top
+  return _Tokenizer.from_file(path).get_vocab_size(with_added_tokens=True)
+
+
+# What a pretraining model holds, by part: (part, first key of its param path).
+_PARTS = {"bert": "encoder", "embeddings": "encoder", "discriminator_encoder": "encoder",
+          "mlm": "MLM head", "sentence": "sentence head", "discriminator_head": "discriminator head",
+          "generator_encoder": "generator", "generator_mlm": "generator"}
+
+
+def _part(path: tuple[str, ...]) -> str:
+  if path[:3] == ("bert", "encoder", "pooler"):
+    return "pooler"
+  return _PARTS.get(path[0], path[0])
+
+
+def inspect(hf_dir: str, generator_dir: str | None = None) -> dict[str, Any]:
+  """What a checkpoint directory (HF, or converted by `bert-jax-convert import`) holds, read from
+  config.json and the tensor headers (no weights are read):
+    config       our ModelConfig (model_type quirks as `read_hf_config`)
+    generator    whether an ELECTRA generator comes with it
+    parts        {part: True when all its tensors are there}: encoder, pooler, MLM head, sentence
+                 head (NSP / SOP), discriminator head, generator
+    missing      encoder tensors the checkpoint lacks (HF names)
+    vocab_rows   rows of the word-embedding table
+  Raises FileNotFoundError (no config.json) or ValueError (a RoBERTa, an unknown model type)."""
+  if os.path.exists(os.path.join(hf_dir, CONVERTED_PARAMS)):
+    from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+    with open(os.path.join(hf_dir, CONVERTED_CONFIG)) as f:
+      cfg = config_lib.validate(json.load(f))
+    with safe_open(os.path.join(hf_dir, CONVERTED_PARAMS), framework="numpy") as f:
+      shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    model = models.build(cfg)
+    expected = _flatten(models.abstract_params(model, models.dummy_batch(cfg, 1, 8, 2)))
+    parts: dict[str, bool] = {}
+    for key in expected:
+      part = _part(tuple(key.split("/")))
+      parts[part] = parts.get(part, True) and key in shapes
+    missing = sorted(k for k in expected if _part(tuple(k.split("/"))) == "encoder" and k not in shapes)
+    word = next((k for k in shapes if k.endswith("word_embeddings/embedding")), None)
+    return {"config": cfg, "generator": parts.get("generator", False), "parts": parts, "missing": missing,
+            "vocab_rows": shapes[word][0] if word else 0}
+  hf_cfg = read_hf_config(hf_dir)
+  gen_dir = find_generator_dir(hf_dir, generator_dir) if hf_cfg.get("model_type") == "electra" else None
+  cfg = config_from_hf(hf_cfg, read_hf_config(gen_dir) if gen_dir else None)
+  shapes = tensor_shapes(hf_dir)
+  default = {"bert": "bert", "albert": "albert"}.get(cfg.family, "electra")
+  prefix = _detect_prefix(shapes, default)
+  entries = name_map(cfg, cfg.family, prefix)
+  if gen_dir:
+    gen_shapes = tensor_shapes(gen_dir)
+    entries_gen = [e for e in name_map(cfg, "generator", _detect_prefix(gen_shapes, "electra"))
+                   if e.path[0] != "embeddings"]
+  parts = {}
+  for e in entries:
+    parts[_part(e.path)] = parts.get(_part(e.path), True) and e.hf_key in shapes
+  if cfg.family == "electra":
+    parts["generator"] = bool(gen_dir) and all(e.hf_key in gen_shapes for e in entries_gen)
+  if cfg.family != "electra" and not any(e.hf_key in shapes for e in entries if _part(e.path) == "pooler"):
+    parts["pooler"] = parts["sentence head"] = False
+  missing = [e.hf_key for e in entries if _part(e.path) == "encoder" and e.hf_key not in shapes]
+  word = entries[0].hf_key  # the word embeddings come first
+  return {"config": cfg, "generator": bool(gen_dir), "parts": parts, "missing": missing,
+          "vocab_rows": shapes[word][0] if word in shapes else 0}

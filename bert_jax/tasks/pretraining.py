@@ -25,6 +25,10 @@ from bert_jax.tasks import base
 
 SENTENCE_LOSSES = ("nsp", "sop", "none")
 AUC_BINS = 100  # histogram resolution of the eval-time discriminator AUC
+# Continued pretraining: the largest share of [UNK] the checkpoint's tokenizer may give the corpus
+# (config.data.max_unk_share when the config has it); above it the run is refused.
+MAX_UNK_SHARE = 0.5
+UNK_SAMPLE_SENTENCES = 2000  # sentences of the corpus the share is measured on
 
 
 def validate(objective_config, model_config, data_config=None) -> None:
@@ -170,6 +174,13 @@ class Pretraining(base.Task):
     self._eval_loss = build(config, self.model, eval_auc=True)
 
   @classmethod
+  def configure(cls, config) -> None:
+    """Before anything is built (bert_jax.train calls it before the checks): with
+    config.init.hf_checkpoint, config.model's architecture and config.data.tokenizer from the
+    checkpoint (bert_jax.starts.resolve_pretraining_start); without one, nothing changes."""
+    starts.resolve_pretraining_start(config, starts.COMMAND_LINE_KEYS)
+
+  @classmethod
   def validate(cls, config) -> None:
     validate(config.objective, config.model, config.data)
 
@@ -208,6 +219,8 @@ class Pretraining(base.Task):
     if tok.vocab_size > config.model.vocab_size:
       raise ValueError(f"The tokenizer has {tok.vocab_size} ids but config.model.vocab_size="
                        f"{config.model.vocab_size}; raise config.model.vocab_size to >= {tok.vocab_size}.")
+    if config.init.hf_checkpoint:
+      check_unk_share(config, tok)
     train_it = pipeline.train_iterator(config.data, tok, batch_size=bs // pc, process_index=pi,
                                        process_count=pc, start_batch=start_batch, seed=config.data.seed)
     eval_fn = lambda: pipeline.eval_iterator(config.data, tok, batch_size=ebs // pc, process_index=pi,  # noqa: E731
@@ -219,6 +232,35 @@ class Pretraining(base.Task):
     if not self.config.init.hf_checkpoint:
       return params
     return starts.from_hf(self.config, params)
+
+
+def unk_share(data_config, tok, max_sentences: int = UNK_SAMPLE_SENTENCES) -> tuple[float, int]:
+  """(share of [UNK] among the tokens, tokens counted) of the corpus's first `max_sentences`
+  training sentences under `tok`."""
+  from bert_jax.data import corpora  # pylint: disable=g-import-not-at-top  # TensorFlow: only with a corpus
+  sentences = []
+  for doc in corpora.source_documents(data_config, "train", {}):
+    sentences += [s for s in doc if s.strip()]
+    if len(sentences) >= max_sentences:
+      break
+  ids = [i for row in tok.encode_batch(sentences[:max_sentences]) for i in row]
+  return (sum(i == tok.unk_id for i in ids) / len(ids) if ids else 0.0), len(ids)
+
+
+def check_unk_share(config, tok) -> None:
+  """Refuses a corpus the checkpoint's tokenizer does not cover (e.g. Chinese text under an English
+  vocabulary): more [UNK] than config.data.max_unk_share (MAX_UNK_SHARE when the config has no such
+  key) of the tokens of the first sentences."""
+  limit = float(config.data.get("max_unk_share", MAX_UNK_SHARE))
+  share, n = unk_share(config.data, tok)
+  if n and share > limit:
+    raise ValueError(f"The tokenizer of config.init.hf_checkpoint={config.init.hf_checkpoint!r} ({tok.path}) reads "
+                     f"{share:.1%} of the corpus's tokens as [UNK] (first {n} tokens), above "
+                     f"config.data.max_unk_share={limit}: the corpus is not in the checkpoint's language or "
+                     "script; use a checkpoint whose vocabulary covers it, or raise config.data.max_unk_share "
+                     "to train anyway.")
+  if n and share > 0.05 and jax.process_index() == 0:
+    print(f"Note: the checkpoint's tokenizer reads {share:.1%} of the corpus's tokens as [UNK].", flush=True)
 
 
 class Electra(Pretraining):

@@ -1,0 +1,269 @@
+"""Continued pretraining of a released checkpoint with one flag (issue 27).
+
+Stand-in checkpoints are built with transformers in the test (small, random, perturbed), so
+nothing downloads: `--config.init.hf_checkpoint=<dir>` on a pretraining config takes the model's
+architecture and tokenizer from the directory (point 1), reads BERT checkpoints typed roberta or
+untyped and ERNIE's as BERT and refuses a real RoBERTa (point 2), starts from exactly the
+checkpoint's model (point 3), and refuses bad input in one line before anything is built (point 5).
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from bert_jax import configs  # noqa: E402
+from bert_jax import models  # noqa: E402
+from bert_jax import starts  # noqa: E402
+from bert_jax.interop import hf  # noqa: E402
+from bert_jax.tasks import pretraining  # noqa: E402
+
+WORDS = ("the a of and to in is was for on with as by at from that this it be are an or which his "
+         "river city music game film war team school year world house water light stone king road "
+         "small large early late first second new old long short high north south east west").split()
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+VOCAB = SPECIALS + WORDS + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz.,")
+SMALL = dict(hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=40,
+             max_position_embeddings=64, layer_norm_eps=1e-7, hidden_act="gelu_new")
+
+
+def perturbed(model):
+  torch.manual_seed(0)
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(torch.randn_like(p) * 0.1)
+  return model.eval()
+
+
+def write_vocab(path, lower=True, pieces=VOCAB):
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:
+    f.write("\n".join(pieces) + "\n")
+  with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+    json.dump({"do_lower_case": lower, "tokenizer_class": "BertTokenizer"}, f)
+
+
+def bert_checkpoint(path, cls="BertForMaskedLM", lower=True, **overrides):
+  """A stand-in HF BERT directory: weights of `cls` and a WordPiece vocab.txt."""
+  cfg = transformers.BertConfig(vocab_size=len(VOCAB), **dict(SMALL, **overrides))
+  model = perturbed(getattr(transformers, cls)(cfg))
+  model.save_pretrained(str(path))
+  write_vocab(str(path), lower)
+  return model
+
+
+def edit_config(path, **changes):
+  file = os.path.join(path, "config.json")
+  with open(file) as f:
+    c = json.load(f)
+  for k, v in changes.items():
+    if v is None:
+      c.pop(k, None)
+    else:
+      c[k] = v
+  with open(file, "w") as f:
+    json.dump(c, f)
+
+
+def pretraining_config(path, arg="tiny,runlocal"):
+  config = configs.load(f"bert.py:{arg}")
+  config.init.hf_checkpoint = str(path)
+  return config
+
+
+@pytest.fixture(autouse=True)
+def _no_command_line_keys():
+  starts.COMMAND_LINE_KEYS.clear()
+  yield
+  starts.COMMAND_LINE_KEYS.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Point 1: one flag.
+# ---------------------------------------------------------------------------------------------
+def test_one_flag_sets_architecture_and_tokenizer(tmp_path, capsys):
+  bert_checkpoint(tmp_path / "ckpt", lower=False)
+  config = pretraining_config(tmp_path / "ckpt")
+  assert config.model.hidden_size == 128 and config.model.vocab_size == 4000  # runlocal's
+  config.model.hidden_dropout_prob = 0.3
+  pretraining.Pretraining.configure(config)
+  m = config.model
+  assert (m.vocab_size, m.hidden_size, m.num_hidden_layers, m.num_attention_heads, m.intermediate_size,
+          m.max_position_embeddings, m.type_vocab_size, m.hidden_act) == (len(VOCAB), 24, 2, 3, 40, 64, 2, "gelu_new")
+  assert m.layer_norm_eps == pytest.approx(1e-7)
+  assert m.hidden_dropout_prob == 0.3  # training-only keys stay this run's
+  tc = config.data.tokenizer
+  assert (tc.kind, tc.path, tc.lower_case) == ("wordpiece", str(tmp_path / "ckpt" / "vocab.txt"), False)
+  line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("Continued pretraining")]
+  assert len(line) == 1, line
+  assert f"bert 2 x 24 (3 heads, vocab {len(VOCAB)})" in line[0] and "WordPiece vocab.txt, cased" in line[0]
+  assert "loaded: encoder, MLM head; fresh: pooler, NSP head (the checkpoint has none)" in line[0]
+  # Without the flag nothing changes.
+  plain = configs.load("bert.py:tiny,runlocal")
+  before = plain.to_json()
+  pretraining.Pretraining.configure(plain)
+  assert plain.to_json() == before
+
+
+def test_pretraining_checkpoint_loads_both_heads(tmp_path, capsys):
+  bert_checkpoint(tmp_path / "ckpt", cls="BertForPreTraining")
+  pretraining.Pretraining.configure(pretraining_config(tmp_path / "ckpt"))
+  assert "loaded: encoder, MLM head, pooler, NSP head." in capsys.readouterr().out
+  config = pretraining_config(tmp_path / "ckpt")
+  config.objective.sentence_loss = "none"
+  pretraining.Pretraining.configure(config)
+  assert "loaded: encoder, MLM head." in capsys.readouterr().out
+
+
+def test_contradicting_model_flag_refused_training_keys_free(tmp_path):
+  bert_checkpoint(tmp_path / "ckpt")
+  config = pretraining_config(tmp_path / "ckpt")
+  config.model.hidden_size = 64
+  starts.COMMAND_LINE_KEYS.update({"model.hidden_size", "model.hidden_dropout_prob", "model.dtype"})
+  with pytest.raises(ValueError, match=r"--config.model.hidden_size=64 contradicts config.init.hf_checkpoint="
+                     r".*whose hidden_size is 24"):
+    pretraining.Pretraining.configure(config)
+  config = pretraining_config(tmp_path / "ckpt")
+  config.model.hidden_size = 24  # the checkpoint's own value is no contradiction
+  config.model.update(hidden_dropout_prob=0.0, dtype="bfloat16")
+  pretraining.Pretraining.configure(config)
+  assert (config.model.hidden_dropout_prob, config.model.dtype) == (0.0, "bfloat16")
+
+
+def test_command_line_keys_from_main():
+  from bert_jax import main  # pylint: disable=g-import-not-at-top
+  assert main.command_line_keys(["--config=bert.py:tiny", "--config.model.hidden_size=3", "--workdir=x",
+                                 "--config.data.tokenizer.path", "v.txt"]) == {"model.hidden_size",
+                                                                                "data.tokenizer.path"}
+
+
+def test_family_mismatch_refused(tmp_path):
+  bert_checkpoint(tmp_path / "ckpt")
+  config = configs.load("albert.py:base,runlocal")
+  config.init.hf_checkpoint = str(tmp_path / "ckpt")
+  with pytest.raises(ValueError, match="holds a bert model but config.model.family='albert'"):
+    pretraining.Pretraining.configure(config)
+
+
+# ---------------------------------------------------------------------------------------------
+# Point 2: the quirks.
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_type", ["roberta", None])
+def test_bert_typed_roberta_or_untyped_read_as_bert(tmp_path, capsys, model_type):
+  bert_checkpoint(tmp_path / "ckpt")
+  edit_config(tmp_path / "ckpt", model_type=model_type)
+  config = pretraining_config(tmp_path / "ckpt")
+  pretraining.Pretraining.configure(config)
+  out = capsys.readouterr().out.splitlines()
+  said = "says model_type='roberta'" if model_type else "has no model_type"
+  notes = [x for x in out if x.startswith("Note:")]
+  assert len(notes) == 1 and said in notes[0] and "read as BERT" in notes[0], out
+  assert config.model.hidden_size == 24
+  cfg, params = hf.load_hf_checkpoint(str(tmp_path / "ckpt"))
+  assert cfg["family"] == "bert" and "mlm" in params
+
+
+def test_real_roberta_refused(tmp_path):
+  cfg = transformers.RobertaConfig(vocab_size=60, **SMALL)
+  transformers.RobertaForMaskedLM(cfg).save_pretrained(str(tmp_path / "rob"))
+  (tmp_path / "rob" / "vocab.json").write_text(json.dumps({"<s>": 0}))
+  (tmp_path / "rob" / "merges.txt").write_text("#version: 0.2\n")
+  with pytest.raises(ValueError, match=r"holds a RoBERTa model \(roberta.\* tensors, a byte-level BPE "
+                     r"vocab.json \+ merges.txt\)"):
+    pretraining.Pretraining.configure(pretraining_config(tmp_path / "rob"))
+
+
+@pytest.mark.parametrize("use_task_id", [True, False])
+def test_ernie_read_as_bert_matches_transformers(tmp_path, capsys, use_task_id):
+  cfg = transformers.ErnieConfig(vocab_size=len(VOCAB), use_task_id=use_task_id, task_type_vocab_size=3,
+                                 attn_implementation="eager", **SMALL)
+  ernie = perturbed(transformers.ErnieForMaskedLM(cfg))
+  ernie.save_pretrained(str(tmp_path / "ernie"))
+  write_vocab(str(tmp_path / "ernie"))
+  ours_cfg, params, info = hf.import_hf(str(tmp_path / "ernie"))
+  assert ours_cfg.family == "bert" and not info["unused"], info
+  assert "is an ERNIE checkpoint: read as BERT" in capsys.readouterr().out
+  rng = np.random.default_rng(0)
+  ids = rng.integers(5, len(VOCAB), (2, 12)).astype(np.int32)
+  mask = np.ones_like(ids)
+  mask[1, 9:] = 0
+  tt = np.zeros_like(ids)
+  tt[:, 6:] = 1
+  with torch.no_grad():
+    theirs = ernie(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
+                   token_type_ids=torch.tensor(tt, dtype=torch.long)).logits.numpy()
+  ours = models.build(ours_cfg).apply({"params": params}, input_ids=ids, input_mask=mask, token_type_ids=tt,
+                                      masked_lm_positions=None)["mlm_logits"]
+  diff = np.abs(np.asarray(ours) - theirs) * mask[..., None]
+  assert diff.max() < 1e-5, diff.max()
+  # And through the one flag.
+  config = pretraining_config(tmp_path / "ernie")
+  pretraining.Pretraining.configure(config)
+  assert config.model.hidden_size == 24 and config.model.vocab_size == len(VOCAB)
+
+
+# ---------------------------------------------------------------------------------------------
+# Point 5: bad input, one line each, before anything is built.
+# ---------------------------------------------------------------------------------------------
+def test_directory_without_config_or_tokenizer(tmp_path):
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="has no config.json: not a HuggingFace checkpoint directory"):
+    pretraining.Pretraining.configure(pretraining_config(tmp_path / "empty"))
+  bert_checkpoint(tmp_path / "ckpt")
+  for name in ("vocab.txt", "tokenizer_config.json"):
+    os.remove(tmp_path / "ckpt" / name)
+  with pytest.raises(FileNotFoundError, match=r"has no tokenizer file \(vocab.txt, spiece.model or tokenizer.json\)"):
+    pretraining.Pretraining.configure(pretraining_config(tmp_path / "ckpt"))
+
+
+def test_vocab_size_differs_from_embedding_rows(tmp_path):
+  bert_checkpoint(tmp_path / "ckpt")
+  write_vocab(str(tmp_path / "ckpt"), pieces=VOCAB + ["extra1", "extra2"])
+  with pytest.raises(ValueError, match=rf"vocab.txt has {len(VOCAB) + 2} ids but config.init.hf_checkpoint=.* "
+                     rf"has {len(VOCAB)} word-embedding rows"):
+    pretraining.Pretraining.configure(pretraining_config(tmp_path / "ckpt"))
+
+
+def test_missing_encoder_tensors_named(tmp_path):
+  from safetensors.numpy import load_file, save_file  # pylint: disable=g-import-not-at-top
+  bert_checkpoint(tmp_path / "ckpt")
+  file = str(tmp_path / "ckpt" / "model.safetensors")
+  sd = load_file(file)
+  gone = [k for k in sd if k.startswith("bert.encoder.layer.1.")]
+  save_file({k: v for k, v in sd.items() if k not in gone}, file, metadata={"format": "pt"})
+  with pytest.raises(ValueError, match=r"lacks 16 encoder tensors \(bert.encoder.layer.1.attention.self.query"
+                     r".weight, bert.encoder.layer.1.attention.self.query.bias, .*, \.\.\.\)"):
+    pretraining.Pretraining.configure(pretraining_config(tmp_path / "ckpt"))
+
+
+def _text_corpus(path, lines):
+  path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  return str(path)
+
+
+def test_mostly_unk_corpus_refused_unless_allowed(tmp_path):
+  from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
+  bert_checkpoint(tmp_path / "ckpt")
+  config = pretraining_config(tmp_path / "ckpt")
+  pretraining.Pretraining.configure(config)
+  config.data.source = "text"
+  config.data.text_glob = _text_corpus(tmp_path / "zh.txt", ["今天天气很好，我们去公园散步。", "",
+                                                              "这家酒店的服务非常好。", ""] * 20)
+  tok = tokenizers.load(config.data.tokenizer.path, config.data.tokenizer.kind, config.data.tokenizer.lower_case)
+  share, n = pretraining.unk_share(config.data, tok)
+  assert share > 0.5 and n > 0
+  with pytest.raises(ValueError, match=r"reads \d+\.\d% of the corpus's tokens as \[UNK\].*raise "
+                     "config.data.max_unk_share"):
+    pretraining.check_unk_share(config, tok)
+  config.data.max_unk_share = 1.0  # the key that allows it
+  pretraining.check_unk_share(config, tok)
+  # An English corpus under the English vocabulary passes.
+  config.data.max_unk_share = 0.5
+  config.data.text_glob = _text_corpus(tmp_path / "en.txt", ["the river of the city was long and the road high.",
+                                                              "", "a small king is in the house.", ""] * 20)
+  assert pretraining.unk_share(config.data, tok)[0] < 0.05
+  pretraining.check_unk_share(config, tok)
