@@ -267,3 +267,74 @@ def test_mostly_unk_corpus_refused_unless_allowed(tmp_path):
                                                               "", "a small king is in the house.", ""] * 20)
   assert pretraining.unk_share(config.data, tok)[0] < 0.05
   pretraining.check_unk_share(config, tok)
+
+
+# ---------------------------------------------------------------------------------------------
+# Point 3: the step-0 model is the checkpoint's.
+# ---------------------------------------------------------------------------------------------
+def _english_corpus(path, docs=60, seed=0):
+  rng = np.random.default_rng(seed)
+  lines = []
+  for _ in range(docs):
+    for _ in range(4):
+      lines.append(" ".join(rng.choice(WORDS, rng.integers(6, 14))) + ".")
+    lines.append("")
+  return _text_corpus(path, lines)
+
+
+@pytest.mark.slow  # ~95 s on 2 cores: a corpus, a tokenizer and the train step compiled over 8 devices
+def test_step_zero_model_is_the_checkpoints(tmp_path, capsys):
+  """A BertForMaskedLM stand-in continued with the one flag, trained one step (the first step of a
+  warmup has learning rate 0: the params stay the checkpoint's bit for bit): the loop's eval accuracy and every prediction
+  on its masked rows equal transformers' BertForMaskedLM on the same rows."""
+  from bert_jax import train  # pylint: disable=g-import-not-at-top
+  from bert_jax.tasks import registry  # pylint: disable=g-import-not-at-top
+  hf_model = bert_checkpoint(tmp_path / "ckpt", attn_implementation="eager")
+  config = pretraining_config(tmp_path / "ckpt")
+  config.data.update(source="text", text_glob=_english_corpus(tmp_path / "corpus.txt"), eval_fraction=0.2,
+                     max_seq_length=32, max_predictions_per_seq=5)
+  config.train.update(num_steps=1, batch_size=16)
+  config.optimizer.update(learning_rate=1e-3, warmup_steps=1)
+  config.eval.update(every_steps=1, num_batches=2)
+  config.checkpoint.update(every_steps=1, async_save=False)
+  config.log.every_steps = 1
+  starts.COMMAND_LINE_KEYS.update({"data.max_seq_length", "train.num_steps"})
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"))
+  out = capsys.readouterr().out
+  assert "loaded: encoder, MLM head; fresh: pooler, NSP head (the checkpoint has none)" in out
+  assert config.model.hidden_size == 24
+  params = summary["state"]["params"]
+  task = registry.get_task(config)
+  model = task.model
+  correct = total = 0
+  for batch in task.inputs(str(tmp_path / "run"), 0)[1]():
+    ours = np.asarray(model.apply({"params": params}, **models.model_inputs(model, batch),
+                                  deterministic=True)["mlm_logits"])
+    with torch.no_grad():
+      logits = hf_model(input_ids=torch.tensor(batch["input_ids"], dtype=torch.long),
+                        attention_mask=torch.tensor(batch["input_mask"], dtype=torch.long),
+                        token_type_ids=torch.tensor(batch["token_type_ids"], dtype=torch.long)).logits.numpy()
+    theirs = np.take_along_axis(logits, batch["masked_lm_positions"][..., None].astype(np.int64), axis=1)
+    w = batch["masked_lm_weights"] > 0
+    assert np.abs(ours - theirs)[w].max() < 1e-4
+    assert np.array_equal(ours.argmax(-1)[w], theirs.argmax(-1)[w])
+    correct += int((theirs.argmax(-1) == batch["masked_lm_ids"])[w].sum())
+    total += int(w.sum())
+  assert total > 0
+  assert summary["eval"]["mlm_accuracy"] == pytest.approx(correct / total, abs=1e-6)
+
+
+@pytest.mark.slow  # a fresh process (~20 s of imports)
+def test_command_line_contradiction_is_one_line(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  bert_checkpoint(tmp_path / "ckpt")
+  out = subprocess.run([sys.executable, "-m", "bert_jax.main", "--config=bert.py:tiny,runlocal",
+                        f"--workdir={tmp_path / 'run'}", f"--config.init.hf_checkpoint={tmp_path / 'ckpt'}",
+                        "--config.model.num_hidden_layers=4", "--config.model.hidden_dropout_prob=0.0"],
+                       capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 2, out.stderr
+  lines = [x for x in out.stderr.splitlines() if "error:" in x]
+  assert len(lines) == 1 and "--config.model.num_hidden_layers=4 contradicts" in lines[0], out.stderr
+  assert "whose num_hidden_layers is 2" in lines[0]
+  assert not (tmp_path / "run" / "checkpoints").exists()
