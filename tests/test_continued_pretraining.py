@@ -26,7 +26,8 @@ WORDS = ("the a of and to in is was for on with as by at from that this it be ar
          "river city music game film war team school year world house water light stone king road "
          "small large early late first second new old long short high north south east west").split()
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-VOCAB = SPECIALS + WORDS + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz.,")
+VOCAB = list(dict.fromkeys(SPECIALS + WORDS + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+                           + list("abcdefghijklmnopqrstuvwxyz.,")))
 SMALL = dict(hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=40,
              max_position_embeddings=64, layer_norm_eps=1e-7, hidden_act="gelu_new")
 
@@ -338,3 +339,28 @@ def test_command_line_contradiction_is_one_line(tmp_path):
   assert len(lines) == 1 and "--config.model.num_hidden_layers=4 contradicts" in lines[0], out.stderr
   assert "whose num_hidden_layers is 2" in lines[0]
   assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_tokenizer_json_only_checkpoint_tokenizer(tmp_path):
+  """A directory with only tokenizer.json: the tokenizer comes from it (kind tokenizer_json) and
+  encodes as the vocab.txt it was made from."""
+  from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
+  bert_checkpoint(tmp_path / "ckpt")
+  from tokenizers.implementations import BertWordPieceTokenizer  # pylint: disable=g-import-not-at-top
+  BertWordPieceTokenizer(str(tmp_path / "ckpt" / "vocab.txt"), lowercase=True).save(
+      str(tmp_path / "ckpt" / "tokenizer.json"))
+  for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+    if (tmp_path / "ckpt" / name).exists():
+      os.remove(tmp_path / "ckpt" / name)
+  file, kind, _ = hf.tokenizer_file(str(tmp_path / "ckpt"))
+  assert kind == tokenizers.JSON_KIND and hf.tokenizer_size(file, kind) == len(VOCAB)
+  tok = tokenizers.load(file, kind)
+  wp = tokenizers.load(str(_vocab_dir(tmp_path) / "vocab.txt"), "wordpiece")
+  text = "The river of the city was Long, and the Road high."
+  assert tok.encode(text) == wp.encode(text) and tok.vocab_size == wp.vocab_size
+  assert np.array_equal(tok.is_word_start, wp.is_word_start) and tok.mask_id == wp.mask_id
+
+
+def _vocab_dir(tmp_path):
+  write_vocab(str(tmp_path / "vocab"))
+  return tmp_path / "vocab"

@@ -351,6 +351,34 @@ class WordPieceTokenizer(Tokenizer):
     return text.replace(" ##", "")
 
 
+JSON_KIND = "tokenizer_json"
+
+
+class JsonTokenizer(Tokenizer):
+  """A transformers tokenizer.json (an HF directory with neither vocab.txt nor spiece.model, e.g.
+  a continued pretraining's checkpoint), read by bert_jax.interop.hf.TokenizerJson through the
+  `tokenizers` library; casing is the file's own normalizer."""
+
+  kind = JSON_KIND
+
+  def __init__(self, path: str):
+    from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top  # the `tokenizers` library: only here
+    self._tj = hf.TokenizerJson(path)
+    self.path, self.lower_case, self.pieces = self._tj.path, self._tj.lower_case, self._tj.pieces
+    self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
+        self._tj.pad_id, self._tj.unk_id, self._tj.cls_id, self._tj.sep_id, self._tj.mask_id)
+    self.is_word_start = self._tj.is_word_start
+
+  def encode(self, text: str) -> list[int]:
+    return self._tj.encode(text)
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return self._tj.encode_batch(texts)
+
+  def decode(self, ids: Iterable[int]) -> str:
+    return self._tj.decode(ids)
+
+
 # ----------------------------------------------------------------------------- build / load
 
 def load(path: str, kind: str = "", lower_case: bool = True, segmenter: str = "") -> Tokenizer:
@@ -369,7 +397,12 @@ def load(path: str, kind: str = "", lower_case: bool = True, segmenter: str = ""
                        "config.data.tokenizer.path (or config.data.tokenizer.kind).") from e
   if kind == "sentencepiece":
     return SentencePieceTokenizer(path, lower_case, segmenter=segmenter)
-  raise ValueError(f"config.data.tokenizer.kind={kind!r}: use sentencepiece or wordpiece.")
+  if kind == JSON_KIND:
+    tok = JsonTokenizer(path)
+    tok.segmenter = _check_segmenter(segmenter)
+    return tok
+  raise ValueError(f"config.data.tokenizer.kind={kind!r}: use sentencepiece, wordpiece or {JSON_KIND} (a "
+                   "transformers tokenizer.json).")
 
 
 def _sentences(data_config, stats: dict) -> Iterator[str]:
