@@ -364,3 +364,74 @@ def test_tokenizer_json_only_checkpoint_tokenizer(tmp_path):
 def _vocab_dir(tmp_path):
   write_vocab(str(tmp_path / "vocab"))
   return tmp_path / "vocab"
+
+
+# ---------------------------------------------------------------------------------------------
+# The Chinese path (point 4 b): a stand-in with the real bert-base-chinese vocabulary.
+# ---------------------------------------------------------------------------------------------
+def _chinese_checkpoint(tmp_path):
+  from conftest import shared_path  # pylint: disable=g-import-not-at-top
+  vocab = shared_path("weights", "bert-base-chinese-vocab", "vocab.txt")
+  corpus = shared_path("data", "chinese", "ChnSentiCorp")
+  pieces = vocab.read_text(encoding="utf-8").rstrip("\n").split("\n")  # not splitlines: \x85 and kin are pieces
+  cfg = transformers.BertConfig(vocab_size=len(pieces), **SMALL)
+  perturbed(transformers.BertForMaskedLM(cfg)).save_pretrained(str(tmp_path / "zh_ckpt"))
+  write_vocab(str(tmp_path / "zh_ckpt"), pieces=pieces)
+  return tmp_path / "zh_ckpt", corpus
+
+
+def _reviews(corpus, n):
+  rows = [line.split("\t") for line in (corpus / "train.tsv").read_text(encoding="utf-8").splitlines()]
+  return [r for r in rows if len(r) == 2 and r[0].strip()][:n]
+
+
+def test_chinese_checkpoint_covers_chnsenticorp(tmp_path):
+  from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
+  ckpt, corpus = _chinese_checkpoint(tmp_path)
+  config = pretraining_config(ckpt)
+  config.data.update(source="text", text_format="document_per_line", masking="whole_word")
+  config.data.tokenizer.word_segmenter = "jieba"
+  pretraining.Pretraining.configure(config)
+  assert config.model.vocab_size == 21128 and config.data.tokenizer.kind == "wordpiece"
+  config.data.text_glob = _text_corpus(tmp_path / "zh.txt", [t for t, _ in _reviews(corpus, 300)])
+  tc = config.data.tokenizer
+  tok = tokenizers.load(tc.path, tc.kind, tc.lower_case, tc.word_segmenter)
+  share, n = pretraining.unk_share(config.data, tok)
+  assert n > 10_000 and share < 0.01, share
+  pretraining.check_unk_share(config, tok)
+  # Whole-word masking sees jieba's words: some characters continue a word.
+  ids = tok.encode_for_masking(["这家酒店的服务非常好。"])[0]
+  assert 0 < int((~tok.word_starts(np.asarray(ids))).sum()) < len(ids)
+
+
+@pytest.mark.slow  # two runs: ~3 minutes on 2 cores
+def test_chinese_continued_then_finetuned(tmp_path):
+  """The Chinese path end to end: the stand-in continued with whole-word masking over jieba
+  words on ChnSentiCorp text, then fine-tuned on ChnSentiCorp labels from that workdir."""
+  from bert_jax import finetune, train  # pylint: disable=g-import-not-at-top,g-multiple-import
+  ckpt, corpus = _chinese_checkpoint(tmp_path)
+  reviews = _reviews(corpus, 600)
+  config = pretraining_config(ckpt)
+  config.data.update(source="text", text_format="document_per_line", masking="whole_word", eval_fraction=0.1,
+                     text_glob=_text_corpus(tmp_path / "zh.txt", [t for t, _ in reviews]), max_seq_length=64)
+  config.data.tokenizer.word_segmenter = "jieba"
+  config.train.update(num_steps=10, batch_size=16)
+  config.eval.update(every_steps=10, num_batches=2)
+  config.checkpoint.update(every_steps=10, async_save=False)
+  config.optimizer.warmup_steps = 2
+  summary = train.train_and_evaluate(config, str(tmp_path / "zh_dapt"))
+  assert summary["status"] == "done" and np.isfinite(summary["eval"]["mlm_loss"])
+  data = tmp_path / "zh_sentiment_data"
+  data.mkdir()
+  (data / "train.tsv").write_text("".join(f"{t}\t{y}\n" for t, y in reviews[:400]), encoding="utf-8")
+  (data / "dev.tsv").write_text("".join(f"{t}\t{y}\n" for t, y in reviews[400:600]), encoding="utf-8")
+  (data / "labels.txt").write_text("negative\npositive\n")
+  ft = configs.load("finetune.py:tsv")
+  ft.init.workdir = str(tmp_path / "zh_dapt")
+  ft.finetune.update(data_dir=str(data), epochs=1.0)
+  ft.data.max_seq_length = 64
+  ft.train.batch_size = 16
+  ft.checkpoint.async_save = False
+  results = finetune.run(ft, str(tmp_path / "zh_sentiment"))
+  assert ft.model.hidden_size == 24 or results  # the model is the continued one (config.json of the workdir)
+  assert (tmp_path / "zh_sentiment" / "results.json").exists()
