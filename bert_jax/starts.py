@@ -221,6 +221,10 @@ def resolve_pretraining_start(config, command_line_keys=()) -> dict | None:
     raise ValueError(f"{key}: continued pretraining reads a local directory; copy the checkpoint here first.")
   if not os.path.isdir(path):
     raise ValueError(f"{key} is not a directory.")
+  if kind(path) != "hf":
+    raise ValueError(f"{key} is a bert_jax run directory, not a checkpoint directory: resume it with "
+                     f"--workdir={path}, or export it (python -m bert_jax.tools.convert export {path} <hf_dir>) "
+                     "and continue from the export.")
   if not os.path.exists(os.path.join(path, "config.json")) and not os.path.exists(
       os.path.join(path, hf.CONVERTED_CONFIG)):
     raise FileNotFoundError(f"{key} has no config.json: not a HuggingFace checkpoint directory (save the "
@@ -244,11 +248,11 @@ def resolve_pretraining_start(config, command_line_keys=()) -> dict | None:
   tc = config.data.tokenizer
   if "data.tokenizer.path" not in keys:
     try:
-      file, kind, lower = hf.tokenizer_file(path)
+      file, tok_kind, lower = hf.tokenizer_file(path)
     except FileNotFoundError as e:
       raise FileNotFoundError(f"{key} has no tokenizer file (vocab.txt, spiece.model or tokenizer.json): copy "
                               "the model's tokenizer files into it (tokenizer.save_pretrained).") from e
-    tc.kind, tc.path = kind, file
+    tc.kind, tc.path = tok_kind, file
     if "data.tokenizer.lower_case" not in keys:
       tc.lower_case = lower
   n_ids = hf.tokenizer_size(tc.path, tc.kind)

@@ -435,3 +435,10 @@ def test_chinese_continued_then_finetuned(tmp_path):
   results = finetune.run(ft, str(tmp_path / "zh_sentiment"))
   assert ft.model.hidden_size == 24 or results  # the model is the continued one (config.json of the workdir)
   assert (tmp_path / "zh_sentiment" / "results.json").exists()
+
+
+def test_run_directory_is_not_a_checkpoint(tmp_path):
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "config.json").write_text(configs.load("bert.py:tiny,runlocal").to_json())
+  with pytest.raises(ValueError, match="is a bert_jax run directory, not a checkpoint directory"):
+    pretraining.Pretraining.configure(pretraining_config(tmp_path / "run"))

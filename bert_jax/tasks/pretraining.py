@@ -219,7 +219,8 @@ class Pretraining(base.Task):
     if tok.vocab_size > config.model.vocab_size:
       raise ValueError(f"The tokenizer has {tok.vocab_size} ids but config.model.vocab_size="
                        f"{config.model.vocab_size}; raise config.model.vocab_size to >= {tok.vocab_size}.")
-    if config.init.hf_checkpoint:
+    if config.init.hf_checkpoint and config.data.source in ("builtin", "text", "tfds") and not config.data.get(
+        "rows_path", ""):  # the corpus's text (preprocessed records and rows hold ids)
       check_unk_share(config, tok)
     train_it = pipeline.train_iterator(config.data, tok, batch_size=bs // pc, process_index=pi,
                                        process_count=pc, start_batch=start_batch, seed=config.data.seed)
