@@ -246,6 +246,9 @@ def resolve_pretraining_start(config, command_line_keys=()) -> dict | None:
   for k in taken:
     config.model[k] = start[k]
   tc = config.data.tokenizer
+  if config.data.source == "synthetic":  # random ids: no tokenizer is read
+    _print(start_line(config, info))
+    return info
   if "data.tokenizer.path" not in keys:
     try:
       file, tok_kind, lower = hf.tokenizer_file(path)
@@ -285,7 +288,8 @@ def start_line(config, info: dict) -> str:
   if config.objective.name == "sbo":
     fresh.append("SBO head")
   case = "" if tc.kind != "wordpiece" else ", lower case" if tc.lower_case else ", cased"
+  tok = ("synthetic batches" if config.data.source == "synthetic" else
+         f"tokenizer {_TOKENIZER_NAMES.get(tc.kind, tc.kind)} {os.path.basename(tc.path)}{case}")
   return (f"Continued pretraining from {config.init.hf_checkpoint}: {m.family} {m.num_hidden_layers} x {m.hidden_size} "
-          f"({m.num_attention_heads} heads, vocab {m.vocab_size}), tokenizer {_TOKENIZER_NAMES.get(tc.kind, tc.kind)} "
-          f"{os.path.basename(tc.path)}{case}; loaded: {', '.join(loaded)}"
+          f"({m.num_attention_heads} heads, vocab {m.vocab_size}), {tok}; loaded: {', '.join(loaded)}"
           + (f"; fresh: {', '.join(fresh)} (the checkpoint has none)" if fresh else "") + ".")
