@@ -81,6 +81,7 @@ def test_student_deeper_than_its_start_is_refused_unless_asked(hf_dir, tmp_path)
   no_compile(lambda: distill.validate(c), "config.distill.student_init_extra_layers='copy'")
 
 
+@pytest.mark.slow  # trains the workdir first
 def test_a_missing_checkpoint_step_is_refused_before_anything_is_built(tmp_path):
   pre = tiny_config("bert", steps=2)
   pre.model.update(vocab_size=128)

@@ -60,6 +60,7 @@ def test_another_task_on_a_finished_workdir_is_refused(sst2_workdir):
           "Nothing was changed", "another --workdir")
 
 
+@pytest.mark.slow  # scores the finished seed again (a compile)
 def test_changed_data_or_hyperparameters_are_refused_and_seeds_are_free(sst2_workdir, tmp_path):
   c, workdir, root = sst2_workdir
   lr = ft_config(c.init.hf_checkpoint, c.finetune.data_dir, epochs=1.0)
@@ -77,6 +78,7 @@ def test_changed_data_or_hyperparameters_are_refused_and_seeds_are_free(sst2_wor
   assert out["seeds"][0]["best_step"] >= 1
 
 
+@pytest.mark.slow  # two compiled runs
 def test_pretraining_rerun_with_other_masking_is_refused(tmp_path):
   c = tiny_config("bert", steps=2)
   workdir = tmp_path / "pre"

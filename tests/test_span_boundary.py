@@ -69,11 +69,11 @@ def test_loss_is_mlm_plus_sbo_and_both_heads_learn():
   config = sbo_config()
   task = registry.get_task(config)
   assert isinstance(task, span_boundary.SpanBoundary)
-  params = task.init_params(jax.random.PRNGKey(0))
+  params = jax.jit(task.init_params)(jax.random.PRNGKey(0))
   assert sorted(params) == ["bert", "mlm", "sbo", "sentence"]
   batch = synthetic.batch(config, 0, 8, 0)
-  (loss, metrics), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, jax.random.PRNGKey(1),
-                                                                     deterministic=True)
+  grad_fn = jax.jit(jax.value_and_grad(lambda p, b, r: task.loss(p, b, r, deterministic=True), has_aux=True))
+  (loss, metrics), grads = grad_fn(params, batch, jax.random.PRNGKey(1))
   np.testing.assert_allclose(float(loss), float(metrics["mlm_loss"][0] / (metrics["mlm_loss"][1] + 1e-5)
                                                 + metrics["sbo_loss"][0] / (metrics["sbo_loss"][1] + 1e-5)),
                              rtol=1e-5)
@@ -106,6 +106,7 @@ def test_packaged_config_is_span_masking_without_nsp():
   state.validate(config)
 
 
+@pytest.mark.slow  # three compiled runs
 def test_sharded_run_resumes_bit_for_bit(tmp_path):
   """fsdp over 8 devices: 4 steps at once == 2 steps, stop, 2 more from the checkpoint."""
   config = sbo_config(steps=4)
