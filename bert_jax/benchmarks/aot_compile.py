@@ -40,6 +40,7 @@ import math
 import os
 import re
 import sys
+import time
 from typing import Any
 
 import jax
@@ -289,6 +290,7 @@ def max_batch(config, topology: str, step: int = 0, limit: int = 2**20, devices=
   best: dict[int, Report] = {}
 
   def fits(batch: int) -> bool:
+    start = time.perf_counter()
     try:
       best[batch] = report(with_batch(config, batch), topology, devices)
       ok = best[batch].peak_bytes <= (best[batch].hbm_bytes or float("inf"))
@@ -296,7 +298,7 @@ def max_batch(config, topology: str, step: int = 0, limit: int = 2**20, devices=
       ok = False
     probes.append((batch, ok))
     log(f"  batch {batch}: " + (f"fits, peak {best[batch].peak_bytes / 2**30:.2f} GiB per device" if ok
-                                else "does not fit"))
+                                else "does not fit") + f" (compiled in {time.perf_counter() - start:.0f} s)")
     return ok
 
   lo, hi = 0, None  # lo fits (0: none yet), hi does not (None: none yet)
