@@ -24,11 +24,11 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.txt constraints.txt
 train: $(VENV)/.runtime
 	$(PY) -m bert_jax.main --config=configs/bert.py:tiny,runlocal --workdir=$(WORKDIR)
 
-# The test suite (441 tests; about 8.5 minutes alone on 2 cores).
+# The test suite (565 tests; docs/testing.md has its last timing).
 test: $(VENV)/.test
 	$(PY) -m pytest -q tests -m "not slow and not proof" $(PYTEST_ARGS)
 
-# Long checks (60 tests, about 31 minutes): every family x every sharding preset, two processes via
+# Long checks (71 tests, about 35 minutes): every family x every sharding preset, two processes via
 # jax.distributed, a 600-step BERT pretraining run, fine-tuning, QA/tagging, distillation, notebooks.
 # CI runs them after `make test`.
 test-slow: $(VENV)/.test
