@@ -433,8 +433,11 @@ def test_chinese_continued_then_finetuned(tmp_path):
   ft.train.batch_size = 16
   ft.checkpoint.async_save = False
   results = finetune.run(ft, str(tmp_path / "zh_sentiment"))
-  assert ft.model.hidden_size == 24 or results  # the model is the continued one (config.json of the workdir)
-  assert (tmp_path / "zh_sentiment" / "results.json").exists()
+  assert results and (tmp_path / "zh_sentiment" / "results.json").exists()
+  seed = json.loads((tmp_path / "zh_sentiment" / "seed_0" / "config.json").read_text())
+  # The fine-tuned model is the continued one: its shape, vocabulary and segmenter.
+  assert (seed["model"]["hidden_size"], seed["model"]["vocab_size"]) == (24, 21128)
+  assert seed["data"]["tokenizer"]["path"].endswith("vocab.txt") and seed["data"]["tokenizer"]["word_segmenter"] == "jieba"
 
 
 def test_run_directory_is_not_a_checkpoint(tmp_path):
