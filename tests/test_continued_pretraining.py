@@ -445,3 +445,25 @@ def test_run_directory_is_not_a_checkpoint(tmp_path):
   (tmp_path / "run" / "config.json").write_text(configs.load("bert.py:tiny,runlocal").to_json())
   with pytest.raises(ValueError, match="is a bert_jax run directory, not a checkpoint directory"):
     pretraining.Pretraining.configure(pretraining_config(tmp_path / "run"))
+
+
+def test_electra_discriminator_with_and_without_generator(tmp_path, capsys):
+  cfg = transformers.ElectraConfig(vocab_size=len(VOCAB), embedding_size=16, **SMALL)
+  perturbed(transformers.ElectraForPreTraining(cfg)).save_pretrained(str(tmp_path / "electra"))
+  write_vocab(str(tmp_path / "electra"))
+  config = configs.load("electra.py:small,runlocal")
+  config.init.hf_checkpoint = str(tmp_path / "electra")
+  generator_keys = {k: config.model[k] for k in starts.GENERATOR_KEYS}
+  pretraining.Pretraining.configure(config)
+  assert (config.model.hidden_size, config.model.embedding_size) == (24, 16)
+  assert {k: config.model[k] for k in starts.GENERATOR_KEYS} == generator_keys  # no generator: the config's
+  assert "loaded: encoder, discriminator head; fresh: generator (the checkpoint has none)" in capsys.readouterr().out
+  gen = transformers.ElectraConfig(vocab_size=len(VOCAB), embedding_size=16, **dict(SMALL, hidden_size=12,
+                                                                                   num_attention_heads=3,
+                                                                                   intermediate_size=20))
+  perturbed(transformers.ElectraForMaskedLM(gen)).save_pretrained(str(tmp_path / "electra" / "generator"))
+  config = configs.load("electra.py:small,runlocal")
+  config.init.hf_checkpoint = str(tmp_path / "electra")
+  pretraining.Pretraining.configure(config)
+  assert (config.model.generator_hidden_size, config.model.generator_num_attention_heads) == (0.5, 3)
+  assert "loaded: encoder, discriminator head, generator." in capsys.readouterr().out
