@@ -93,6 +93,7 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
   # A text file (plain or gzip'd) with a larger share of lines that are not UTF-8 text (invalid
   # bytes, control characters), and at least 10, is refused naming it: a binary file by mistake.
   c.max_bad_line_fraction = 0.01
+  c.max_unk_share = 0.5              # continuing a checkpoint: refuse a corpus its tokenizer reads as more [UNK]
   c.tfrecord_glob = ""               # output of `python -m bert_jax.data.preprocess`
   # source=tfrecord: documents held per host at once (bert_jax.data.stream); the rows of one
   # window are shuffled together, NSP's random B and packing draw from it. 0: load the host's

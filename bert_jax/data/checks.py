@@ -21,7 +21,7 @@ from bert_jax.data import instances as inst_lib
 # Masking strategies (config.data.masking); bert_jax.data.masking implements them.
 MASKING_STRATEGIES = ("token", "whole_word", "ngram", "span", "electra")
 SOURCES = ("builtin", "text", "tfds", "tfrecord", "synthetic")
-TOKENIZER_KINDS = ("sentencepiece", "wordpiece")
+TOKENIZER_KINDS = ("sentencepiece", "wordpiece", "tokenizer_json")  # the last: an HF tokenizer.json
 MIN_SEQ_LENGTH = 8  # [CLS] A [SEP] B [SEP] with room for a few tokens on each side
 _MIN_VOCAB = 105  # the 5 special tokens + 100 pieces
 
@@ -77,7 +77,7 @@ def tokenizer(c) -> None:
   """config.data.tokenizer: kind, a given file that exists, or settings to train one."""
   tc = c.tokenizer
   if tc.kind not in TOKENIZER_KINDS:
-    raise ValueError(f"config.data.tokenizer.kind={tc.kind!r}: use sentencepiece or wordpiece.")
+    raise ValueError(f"config.data.tokenizer.kind={tc.kind!r}: use one of {TOKENIZER_KINDS}.")
   if tc.path:
     if _local(tc.path) and not os.path.isfile(tc.path):
       raise ValueError(f"config.data.tokenizer.path={tc.path!r} does not exist (a sentencepiece .model "

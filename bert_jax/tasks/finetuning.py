@@ -34,6 +34,7 @@ import numpy as np
 
 from bert_jax import models
 from bert_jax import starts
+from bert_jax.interop import hf
 from bert_jax.models import peft
 from bert_jax.tasks import base
 
@@ -73,19 +74,12 @@ def resolve_model(config) -> None:
   elif kind == "hf":
     cfg, _, _ = starts.hf_classifier(config.init.hf_checkpoint)
     model = dataclasses.asdict(cfg)
-    path = config.init.hf_checkpoint
-    vocab, spm = os.path.join(path, "vocab.txt"), os.path.join(path, "spiece.model")
-    if os.path.exists(vocab):
-      lower = True
-      tc = os.path.join(path, "tokenizer_config.json")
-      if os.path.exists(tc):
-        lower = bool(starts.read_json(tc).get("do_lower_case", True))
-      tok = dict(kind="wordpiece", path=vocab, lower_case=lower)
-    elif os.path.exists(spm):
-      tok = dict(kind="sentencepiece", path=spm, lower_case=True)
-    else:
-      raise FileNotFoundError(f"config.init.hf_checkpoint={path!r} has no vocab.txt or spiece.model: "
-                              "the tokenizer comes with the starting point.")
+    try:
+      path, kind, lower = hf.tokenizer_file(config.init.hf_checkpoint)
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"config.init.hf_checkpoint={config.init.hf_checkpoint!r}: {e} The tokenizer comes "
+                              "with the starting point.") from None
+    tok = dict(kind=kind, path=path, lower_case=lower)
   else:
     model, tok = None, None
   if model is not None:
