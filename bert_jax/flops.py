@@ -35,6 +35,7 @@ PEAK_TFLOPS_BF16 = (
     ("tpu v6 lite", 918.0), ("tpu v6e", 918.0),
     ("tpu v5p", 459.0),
     ("tpu v5 lite", 197.0), ("tpu v5e", 197.0),
+    ("tpu v5", 459.0),  # a v5p device names itself "TPU v5" (after the v5 lite entries, which it would match)
     ("tpu v4", 275.0),
     ("h200", 989.0), ("h100", 989.0),   # SXM, dense (no sparsity)
     ("a100", 312.0),
