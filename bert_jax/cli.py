@@ -8,6 +8,7 @@ it as `<prog>: error: <message>` on one line and exits 2 (as argparse does for i
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any, Callable
 
@@ -22,6 +23,11 @@ class Parser(argparse.ArgumentParser):
 
   def error(self, message):
     self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def command_line_keys(argv: list[str]) -> set[str]:
+  """The config keys an argument list overrides: --config.model.hidden_size=256 -> "model.hidden_size"."""
+  return {m.group(1) for a in argv if (m := re.match(r"^--?config\.([\w.]+)", a))}
 
 
 def one_line(message: Any) -> str:

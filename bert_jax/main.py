@@ -228,11 +228,6 @@ def clamp_warmup(config, finetuning: bool) -> str | None:
           f"{steps}): warming up over all {steps} steps; set --config.optimizer.warmup_steps to choose.")
 
 
-def command_line_keys(argv: list[str]) -> set[str]:
-  """The config keys an argument list overrides: --config.model.hidden_size=256 -> "model.hidden_size"."""
-  return {m.group(1) for a in argv if (m := re.match(r"^--?config\.([\w.]+)", a))}
-
-
 def main(argv, finetune_only: bool = False) -> None:
   if len(argv) > 1:
     _refuse(f"unexpected arguments {argv[1:]}: every setting is a flag (--config.<key>=<value>); see --help.")
@@ -264,7 +259,7 @@ def _run(config, workdir: str) -> None:
   from bert_jax import starts  # pylint: disable=g-import-not-at-top
 
   # Which keys the command line set: a starting point refuses a --config.model.* that contradicts it.
-  starts.COMMAND_LINE_KEYS.update(command_line_keys(sys.argv[1:]))
+  starts.COMMAND_LINE_KEYS.update(cli.command_line_keys(sys.argv[1:]))
   finetuning = registry.task_class(config).finetuning
   notice = clamp_warmup(config, finetuning)
   if notice and jax.process_index() == 0:

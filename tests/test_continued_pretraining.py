@@ -136,8 +136,8 @@ def test_contradicting_model_flag_refused_training_keys_free(tmp_path):
 
 
 def test_command_line_keys_from_main():
-  from bert_jax import main  # pylint: disable=g-import-not-at-top
-  assert main.command_line_keys(["--config=bert.py:tiny", "--config.model.hidden_size=3", "--workdir=x",
+  from bert_jax import cli  # pylint: disable=g-import-not-at-top  # what main passes on (main defines flags)
+  assert cli.command_line_keys(["--config=bert.py:tiny", "--config.model.hidden_size=3", "--workdir=x",
                                  "--config.data.tokenizer.path", "v.txt"]) == {"model.hidden_size",
                                                                                 "data.tokenizer.path"}
 
