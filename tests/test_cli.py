@@ -28,7 +28,7 @@ import tiny_models as tm
 from conftest import ROOT
 
 from bert_jax import configs
-from bert_jax.interop import hf
+from bert_jax.data import tokenizers
 from bert_jax.tools import infer
 
 # Runs bert_jax.main's entry points once per case in this one process; prints their exit status,
@@ -297,7 +297,7 @@ def test_a_binary_input_file_is_named_in_one_line(hf_dirs, tmp_path, capsys):
 def test_a_tokenizer_json_only_directory_loads_and_tokenizes_as_its_vocab_txt(hf_dirs):
   both, only = hf_dirs
   a, b = infer.load(str(both)), infer.load(str(only))
-  assert isinstance(b.tokenizer, hf.TokenizerJson) and not isinstance(a.tokenizer, hf.TokenizerJson)
+  assert isinstance(b.tokenizer, tokenizers.JsonTokenizer) and not isinstance(a.tokenizer, tokenizers.JsonTokenizer)
   texts = TEXTS + ["UNAFFABLE apples, the Bank's rates!", "w12 w3 ##a"]
   assert [b.tokenizer.encode(t) for t in texts] == [a.tokenizer.encode(t) for t in texts]
   for attr in ("cls_id", "sep_id", "mask_id", "pad_id", "unk_id", "vocab_size"):

@@ -352,31 +352,75 @@ class WordPieceTokenizer(Tokenizer):
 
 
 JSON_KIND = "tokenizer_json"
+# Special tokens by role: tokenizer_config.json / special_tokens_map.json name them; else the
+# first of these in the vocabulary (BERT / ELECTRA, then ALBERT's sentencepiece names).
+_SPECIAL_DEFAULTS = {"pad": ("[PAD]", "<pad>"), "unk": ("[UNK]", "<unk>"), "cls": ("[CLS]",),
+                     "sep": ("[SEP]",), "mask": ("[MASK]",)}
 
 
 class JsonTokenizer(Tokenizer):
-  """A transformers tokenizer.json (an HF directory with neither vocab.txt nor spiece.model, e.g.
-  a continued pretraining's checkpoint), read by bert_jax.interop.hf.TokenizerJson through the
-  `tokenizers` library; casing is the file's own normalizer."""
+  """A transformers `tokenizer.json` (its normalizer, pre-tokenizer and WordPiece / Unigram / BPE
+  model) through the `tokenizers` library: for HF directories with neither vocab.txt nor
+  spiece.model (e.g. a continued pretraining's checkpoint). Casing is the file's own normalizer;
+  encode adds no [CLS] / [SEP]."""
 
   kind = JSON_KIND
 
   def __init__(self, path: str):
-    from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top  # the `tokenizers` library: only here
-    self._tj = hf.TokenizerJson(path)
-    self.path, self.lower_case, self.pieces = self._tj.path, self._tj.lower_case, self._tj.pieces
+    try:
+      from tokenizers import Tokenizer as _Tokenizer  # pylint: disable=g-import-not-at-top  # only for this kind
+    except ImportError as err:
+      raise ImportError(f"{path} is a transformers tokenizer.json: `pip install tokenizers` to read it "
+                        "(or put the model's vocab.txt / spiece.model next to it).") from err
+    self.path = str(path)
+    try:
+      self.tk = _Tokenizer.from_file(self.path)
+      with open(self.path, encoding="utf-8") as f:
+        spec = json.load(f)
+    except Exception as err:  # pylint: disable=broad-except  # the library raises its own Exception
+      raise ValueError(f"{self.path} is not a readable transformers tokenizer.json ({err}); re-save "
+                       "the tokenizer with save_pretrained.") from err
+    self.tk.no_truncation()
+    self.tk.no_padding()
+    self.pieces = [self.tk.id_to_token(i) or "" for i in range(self.tk.get_vocab_size(with_added_tokens=True))]
+    named: dict[str, str] = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+      file = os.path.join(os.path.dirname(self.path), name)
+      if os.path.exists(file):
+        with open(file, encoding="utf-8") as f:
+          settings = json.load(f)
+        for role in _SPECIAL_DEFAULTS:
+          value = settings.get(f"{role}_token")
+          value = value.get("content") if isinstance(value, dict) else value
+          if isinstance(value, str) and value and role not in named:
+            named[role] = value
+    ids = {}
+    for role, defaults in _SPECIAL_DEFAULTS.items():
+      ids[role] = next((self.tk.token_to_id(t) for t in ([named[role]] if role in named else list(defaults))
+                        if self.tk.token_to_id(t) is not None), None)
+    missing = [role for role, i in ids.items() if i is None]
+    if missing:
+      raise ValueError(f"{self.path} has no {', '.join(f'{r} token' for r in missing)} "
+                       f"({', '.join(_SPECIAL_DEFAULTS[r][0] for r in missing)}): not a BERT-style tokenizer.")
     self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
-        self._tj.pad_id, self._tj.unk_id, self._tj.cls_id, self._tj.sep_id, self._tj.mask_id)
-    self.is_word_start = self._tj.is_word_start
+        ids[r] for r in ("pad", "unk", "cls", "sep", "mask"))
+    model = spec.get("model") or {}
+    normalizer = json.dumps(spec.get("normalizer"))
+    self.lower_case = '"lowercase": true' in normalizer or '"Lowercase"' in normalizer
+    if model.get("type") == "WordPiece":
+      prefix = model.get("continuing_subword_prefix") or "##"
+      self.is_word_start = np.array([not p.startswith(prefix) for p in self.pieces], dtype=bool)
+    else:  # Unigram / BPE with the sentencepiece word-boundary mark
+      self.is_word_start = np.array([p.startswith("\u2581") for p in self.pieces], dtype=bool)
 
   def encode(self, text: str) -> list[int]:
-    return self._tj.encode(text)
+    return list(self.tk.encode(text, add_special_tokens=False).ids)
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-    return self._tj.encode_batch(texts)
+    return [list(e.ids) for e in self.tk.encode_batch(list(texts), add_special_tokens=False)]
 
   def decode(self, ids: Iterable[int]) -> str:
-    return self._tj.decode(ids)
+    return self.tk.decode([int(i) for i in ids], skip_special_tokens=False)
 
 
 # ----------------------------------------------------------------------------- build / load

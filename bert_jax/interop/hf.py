@@ -862,100 +862,14 @@ def load_converted(path: str) -> tuple[ModelConfig, Params]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tokenizers of HF directories: vocab.txt / spiece.model (bert_jax.data.tokenizers reads them),
-# or transformers' tokenizer.json alone (read here with the `tokenizers` library).
+# Tokenizer files of HF directories (bert_jax.data.tokenizers reads them): vocab.txt, spiece.model,
+# or transformers' tokenizer.json alone (through the `tokenizers` library).
 # ---------------------------------------------------------------------------------------------
 HF_TOKENIZER_JSON = "tokenizer.json"
-# Special tokens by role: tokenizer_config.json / special_tokens_map.json name them; else the
-# first of these in the vocabulary (BERT / ELECTRA, then ALBERT's sentencepiece names).
-_SPECIAL_DEFAULTS = {"pad": ("[PAD]", "<pad>"), "unk": ("[UNK]", "<unk>"), "cls": ("[CLS]",),
-                     "sep": ("[SEP]",), "mask": ("[MASK]",)}
-
-
-class TokenizerJson:
-  """A transformers `tokenizer.json` (its normalizer, pre-tokenizer and WordPiece / Unigram / BPE
-  model) through the `tokenizers` library, with bert_jax's Tokenizer interface (special ids,
-  encode without [CLS]/[SEP], decode, pieces, is_word_start). For HF directories that ship
-  neither vocab.txt nor spiece.model."""
-
-  kind = "tokenizer_json"
-  split_cjk = False
-  segmenter = ""
-
-  def __init__(self, path: str):
-    try:
-      from tokenizers import Tokenizer as _Tokenizer  # pylint: disable=g-import-not-at-top
-    except ImportError as err:
-      raise ImportError(f"{path} is a transformers tokenizer.json: `pip install tokenizers` to read it "
-                        "(or put the model's vocab.txt / spiece.model next to it).") from err
-    self.path = str(path)
-    try:
-      self.tk = _Tokenizer.from_file(self.path)
-      with open(self.path, encoding="utf-8") as f:
-        spec = json.load(f)
-    except Exception as err:  # pylint: disable=broad-except  # the library raises its own Exception
-      raise ValueError(f"{self.path} is not a readable transformers tokenizer.json ({err}); re-save "
-                       "the tokenizer with save_pretrained.") from err
-    self.tk.no_truncation()
-    self.tk.no_padding()
-    self.pieces = [self.tk.id_to_token(i) or "" for i in range(self.tk.get_vocab_size(with_added_tokens=True))]
-    named: dict[str, str] = {}
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-      file = os.path.join(os.path.dirname(self.path), name)
-      if os.path.exists(file):
-        with open(file, encoding="utf-8") as f:
-          settings = json.load(f)
-        for role in _SPECIAL_DEFAULTS:
-          value = settings.get(f"{role}_token")
-          value = value.get("content") if isinstance(value, dict) else value
-          if isinstance(value, str) and value and role not in named:
-            named[role] = value
-    ids = {}
-    for role, defaults in _SPECIAL_DEFAULTS.items():
-      ids[role] = next((self.tk.token_to_id(t) for t in ([named[role]] if role in named else list(defaults))
-                        if self.tk.token_to_id(t) is not None), None)
-    missing = [role for role, i in ids.items() if i is None]
-    if missing:
-      raise ValueError(f"{self.path} has no {', '.join(f'{r} token' for r in missing)} "
-                       f"({', '.join(_SPECIAL_DEFAULTS[r][0] for r in missing)}): not a BERT-style tokenizer.")
-    self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
-        ids[r] for r in ("pad", "unk", "cls", "sep", "mask"))
-    model = spec.get("model") or {}
-    normalizer = json.dumps(spec.get("normalizer"))
-    self.lower_case = '"lowercase": true' in normalizer or '"Lowercase"' in normalizer
-    if model.get("type") == "WordPiece":
-      prefix = model.get("continuing_subword_prefix") or "##"
-      self.is_word_start = np.array([not p.startswith(prefix) for p in self.pieces], dtype=bool)
-    else:  # Unigram / BPE with the sentencepiece word-boundary mark
-      self.is_word_start = np.array([p.startswith("\u2581") for p in self.pieces], dtype=bool)
-
-  @property
-  def vocab_size(self) -> int:
-    return len(self.pieces)
-
-  @property
-  def special_ids(self) -> tuple[int, ...]:
-    return (self.pad_id, self.cls_id, self.sep_id, self.mask_id)
-
-  def encode(self, text: str) -> list[int]:
-    return list(self.tk.encode(text, add_special_tokens=False).ids)
-
-  def encode_batch(self, texts) -> list[list[int]]:
-    return [list(e.ids) for e in self.tk.encode_batch(list(texts), add_special_tokens=False)]
-
-  def decode(self, ids) -> str:
-    return self.tk.decode([int(i) for i in ids], skip_special_tokens=False)
-
-  def fingerprint(self) -> str:
-    import hashlib  # pylint: disable=g-import-not-at-top
-    with open(self.path, "rb") as f:
-      return hashlib.sha1(f.read()).hexdigest()[:12]
-
-
 def tokenizer_file(hf_dir: str) -> tuple[str, str, bool]:
   """(path, kind, lower_case) of an HF directory's tokenizer: vocab.txt (wordpiece; lower case
   from tokenizer_config.json's do_lower_case), spiece.model (sentencepiece) or, with neither,
-  tokenizer.json (tokenizer_json, read by TokenizerJson). Raises naming the directory."""
+  tokenizer.json (tokenizer_json: bert_jax.data.tokenizers.JsonTokenizer). Raises naming the directory."""
   vocab, spm = os.path.join(hf_dir, "vocab.txt"), os.path.join(hf_dir, "spiece.model")
   if os.path.exists(vocab):
     lower = True
@@ -968,7 +882,7 @@ def tokenizer_file(hf_dir: str) -> tuple[str, str, bool]:
     return spm, "sentencepiece", True
   tj = os.path.join(hf_dir, HF_TOKENIZER_JSON)
   if os.path.exists(tj):
-    return tj, TokenizerJson.kind, True
+    return tj, "tokenizer_json", True
   raise FileNotFoundError(f"{hf_dir} has no tokenizer (vocab.txt, spiece.model or tokenizer.json): copy the "
                           "model's tokenizer files into it (tokenizer.save_pretrained).")
 

@@ -144,7 +144,7 @@ def load(path: str, checkpoint: str = "latest") -> Model:
     cfg, params, info = hf.import_hf(path)
     missing = info["initialized"]
   file, kind, lower = hf.tokenizer_file(path)
-  tok = hf.TokenizerJson(file) if kind == hf.TokenizerJson.kind else tokenizers.load(file, kind, lower)
+  tok = tokenizers.load(file, kind, lower)
   if tok.vocab_size > cfg.vocab_size:
     raise ValueError(f"{file} has {tok.vocab_size} ids but {path}'s model has vocab_size={cfg.vocab_size}: "
                      "the tokenizer does not belong to this model.")
