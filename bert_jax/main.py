@@ -34,6 +34,7 @@ from absl import logging as absl_logging
 
 from bert_jax import cli
 from bert_jax import configs
+from bert_jax.data import glue
 
 _CONFIG = configs.define_flag(
     "config", "Config file or packaged config name, e.g. configs/bert.py:tiny,runlocal or "
@@ -167,8 +168,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def help_text(finetune_only: bool = False) -> str:
   """What --help prints: the usage, the flags and the packaged configs with their variants."""
+  # configs.common (through qa_tagging) loads jax and flax: not before --help needs them.
   from bert_jax.configs import qa_tagging  # pylint: disable=g-import-not-at-top
-  from bert_jax.data import glue  # pylint: disable=g-import-not-at-top  # no TensorFlow at import
 
   prog = _prog()
   tasks = [*glue.TASKS, *qa_tagging.SQUAD_TASKS, *qa_tagging.TAGGING_TASKS]
@@ -248,6 +249,7 @@ def _run(config, workdir: str) -> None:
 
   # After jax.distributed: the library (and TensorFlow through it) loads once the cluster is up.
   from bert_jax import finetune  # pylint: disable=g-import-not-at-top
+  from bert_jax import starts  # pylint: disable=g-import-not-at-top
   from bert_jax import train  # pylint: disable=g-import-not-at-top
   from bert_jax.tasks import registry  # pylint: disable=g-import-not-at-top
 
@@ -256,7 +258,6 @@ def _run(config, workdir: str) -> None:
   logging.getLogger().setLevel(logging.WARNING if jax.process_index() == 0 else logging.ERROR)
   # Data workers must not grab accelerator memory; tf is imported lazily by bert_jax.data only.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from bert_jax import starts  # pylint: disable=g-import-not-at-top
 
   # Which keys the command line set: a starting point refuses a --config.model.* that contradicts it.
   starts.COMMAND_LINE_KEYS.update(cli.command_line_keys(sys.argv[1:]))

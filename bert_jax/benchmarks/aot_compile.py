@@ -47,6 +47,7 @@ import jax
 import numpy as np
 
 from bert_jax import batch as batch_lib
+from bert_jax import configs
 from bert_jax import flops as flops_lib
 from bert_jax import sharding
 from bert_jax import state as state_lib
@@ -363,7 +364,6 @@ def table_row(name: str, overrides: dict, r: Report | DoesNotFit, mfu: float, la
 
 
 def table_config(name: str, overrides: dict):
-  from bert_jax import configs  # pylint: disable=g-import-not-at-top
   config = configs.load(name)
   config.update_from_flattened_dict(overrides)
   # The papers' prediction slots at length 512: the mask rate's share of the tokens.
@@ -423,7 +423,6 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
-  from bert_jax import configs  # pylint: disable=g-import-not-at-top
   configs.define_flag("config", "configs/<family>.py:<arg> or a packaged <family>.py:<arg>")
   flags.DEFINE_string("topology", "v5e:4x4", "TPU topology (needs libtpu) or 'cpu'")
   flags.DEFINE_bool("json", False, "also print the figures as one JSON line")

@@ -21,6 +21,11 @@ import json
 import os
 import pathlib
 
+from bert_jax import finetune
+from bert_jax import train
+from bert_jax.configs import bert
+from bert_jax.configs import finetune as finetune_configs
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -38,7 +43,6 @@ def corpus_file(data_dir: str, workdir: str) -> str:
 
 
 def pretrain_config(args, corpus: str):
-  from bert_jax.configs import bert  # pylint: disable=g-import-not-at-top
   c = bert.get_config("tiny,runlocal")
   c.data.update(source="text", text_glob=corpus, text_format="document_per_line", instances="full_sentences",
                 masking=args.masking, max_seq_length=args.max_seq_length)
@@ -53,7 +57,6 @@ def pretrain_config(args, corpus: str):
 
 
 def finetune_config(args, pretrain_dir: str, random_init: bool):
-  from bert_jax.configs import finetune as finetune_configs  # pylint: disable=g-import-not-at-top
   c = finetune_configs.get_config("task=tsv")
   c.init.workdir = pretrain_dir
   c.finetune.update(data_dir=args.data_dir, train_examples=args.train_examples, epochs=float(args.epochs),
@@ -76,7 +79,6 @@ def main(argv=None) -> dict:
   p.add_argument("--seeds", type=int, default=1)
   p.add_argument("--lr", type=float, default=1e-3)
   args = p.parse_args(argv)
-  from bert_jax import finetune, train  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   corpus = corpus_file(args.data_dir, args.workdir)
   pre_dir = os.path.join(args.workdir, "pretrain")

@@ -29,11 +29,13 @@ import time
 
 import numpy as np
 
+from bert_jax.configs import common
+from bert_jax.data import instances as inst_lib
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _config(args, length: int, masking: str, instances: str = "nsp"):
-  from bert_jax.configs import common  # pylint: disable=g-import-not-at-top
   c = common.data_config(max_seq_length=length, max_predictions_per_seq=round(length * 0.15 + 0.5),
                          masking=masking, instances=instances)
   c.tokenizer.vocab_size = args.vocab_size
@@ -65,7 +67,6 @@ def _best_seconds(fn, repeats=3):
 
 def _stage_us(corpus, c, tok, length, strategies, batch_size):
   """Time per row (us) of build_rows for one epoch and of masking per strategy."""
-  from bert_jax.data import instances as inst_lib  # pylint: disable=g-import-not-at-top
   from bert_jax.data import masking  # pylint: disable=g-import-not-at-top
   from bert_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   order = np.random.default_rng(0).permutation
@@ -141,8 +142,7 @@ def main(argv=None):
   p.add_argument("--vocab_size", type=int, default=8000)
   p.add_argument("--seconds", type=float, default=8.0)
   args = p.parse_args(argv)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from bert_jax.data import instances as inst_lib  # pylint: disable=g-import-not-at-top
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads with these data modules
   from bert_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
 

@@ -24,11 +24,13 @@ import pathlib
 
 import numpy as np
 
+from bert_jax import finetune
+from bert_jax.configs import finetune as finetune_configs
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def make_config(args, *, alpha: float, temperature: float, teacher: str, student: bool = True):
-  from bert_jax.configs import finetune as finetune_configs  # pylint: disable=g-import-not-at-top
   c = finetune_configs.get_config("sst2,distill" if student else "sst2")
   c.init.hf_checkpoint = args.hf_dir
   c.finetune.update(data_dir=args.data_dir, train_examples=args.train_examples, epochs=float(args.epochs),
@@ -45,7 +47,6 @@ def teacher_dir(args) -> str:
   """--teacher, or a MiniLM fine-tuned here on the same subset (<workdir>/teacher/seed_0)."""
   if args.teacher:
     return args.teacher
-  from bert_jax import finetune  # pylint: disable=g-import-not-at-top
   config = make_config(args, alpha=0.0, temperature=1.0, teacher="", student=False)
   config.finetune.epochs = 2.0
   finetune.run(config, os.path.join(args.workdir, "teacher"))
@@ -53,7 +54,6 @@ def teacher_dir(args) -> str:
 
 
 def run(args, name: str, **kw) -> dict:
-  from bert_jax import finetune  # pylint: disable=g-import-not-at-top
   results = finetune.run(make_config(args, **kw), os.path.join(args.workdir, name))
   accs = [r["eval"]["validation"]["accuracy"] for r in results["seeds"]]
   return {"run": name, "alpha": kw["alpha"], "temperature": kw["temperature"], "accuracy": accs,

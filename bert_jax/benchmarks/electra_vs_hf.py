@@ -26,6 +26,10 @@ import tempfile
 
 import numpy as np
 
+from bert_jax import models
+from bert_jax.configs import electra
+from bert_jax.interop import hf
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -95,15 +99,12 @@ def main(argv=None):
   p.add_argument("--skip_hf", action="store_true", help="train ours only (long runs)")
   args = p.parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from bert_jax.configs import electra  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from bert_jax import models  # pylint: disable=g-import-not-at-top
   from bert_jax.data import pipeline, tokenizers  # pylint: disable=g-import-not-at-top,g-multiple-import
-  from bert_jax.interop import hf  # pylint: disable=g-import-not-at-top
 
   c = electra.get_config("small,runlocal")
   c.model.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_attention_heads=args.heads,

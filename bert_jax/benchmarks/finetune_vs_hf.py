@@ -23,11 +23,18 @@ import pathlib
 
 import numpy as np
 
+from bert_jax import finetune
+from bert_jax import models
+from bert_jax import optim
+from bert_jax import train
+from bert_jax.configs import finetune as finetune_configs
+from bert_jax.tasks import classification
+from bert_jax.tasks import finetuning
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def make_config(args, method: str):
-  from bert_jax.configs import finetune as finetune_configs  # pylint: disable=g-import-not-at-top
   arg = "sst2" + ("" if method == "full" else f",{method}")
   c = finetune_configs.get_config(arg)
   c.init.hf_checkpoint = args.hf_dir
@@ -44,7 +51,6 @@ def make_config(args, method: str):
 
 
 def run_ours(args, method: str) -> dict:
-  from bert_jax import finetune, models, train  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   config = make_config(args, method)
   results = finetune.run(config, os.path.join(args.workdir, method))
@@ -63,11 +69,9 @@ def run_hf(args) -> dict:
   """HF BertForSequenceClassification, plain PyTorch loop, the same batches and schedule."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  from bert_jax import finetune, optim  # pylint: disable=g-import-not-at-top
-  from bert_jax.tasks import classification, finetuning  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(max(1, os.cpu_count() or 1))
   config = finetune.prepare(make_config(args, "full"))
-  train = classification.load_split(config, "train")
+  train_feats = classification.load_split(config, "train")
   dev = classification.load_split(config, "validation")
   n_steps, per_epoch = config.train.num_steps, config.eval.every_steps
   lr_fn = optim.schedule(config.optimizer, n_steps)
@@ -81,7 +85,7 @@ def run_hf(args) -> dict:
               {"params": [p for n, p in model.named_parameters() if no_decay(n)], "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=oc.learning_rate, betas=(oc.b1, oc.b2), eps=oc.eps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: float(lr_fn(t)) / oc.learning_rate)
-    batches = finetuning.epoch_batches(train, config.train.batch_size, 0, config.data.seed + k)
+    batches = finetuning.epoch_batches(train_feats, config.train.batch_size, 0, config.data.seed + k)
     best = 0.0
     for step in range(1, n_steps + 1):
       model.train()

@@ -41,9 +41,11 @@ import jax
 import numpy as np
 
 from bert_jax import batch as batch_lib
+from bert_jax import configs
 from bert_jax import flops
 from bert_jax import state as state_lib
 from bert_jax import steps as steps_lib
+from bert_jax.data import synthetic
 from bert_jax.tasks import registry
 
 FLAX_PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf_flax_peer.py")
@@ -53,7 +55,6 @@ def synthetic_batch(config, task) -> dict[str, np.ndarray]:
   """One global host batch of the task's features (synthetic pretraining rows, else zeros)."""
   bs = config.train.batch_size
   if "masked_lm_positions" in task.features:
-    from bert_jax.data import synthetic  # pylint: disable=g-import-not-at-top  # TF-free
     return batch_lib.select(task.features, synthetic.batch(config, 0, bs, config.seed))
   return batch_lib.dummy(task.features, bs)
 
@@ -235,7 +236,6 @@ def main(argv) -> None:
 if __name__ == "__main__":
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from bert_jax import configs  # pylint: disable=g-import-not-at-top
   configs.define_flag("config", "configs/<family>.py:<arg> or a packaged <family>.py:<arg>")
   flags.DEFINE_integer("steps", 10, "timed steps")
   flags.DEFINE_integer("warmup", 2, "untimed steps first (the first one compiles)")

@@ -24,11 +24,12 @@ import shutil
 import time
 import tracemalloc
 
+from bert_jax.configs import common
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _config(args, workdir):
-  from bert_jax.configs import common  # pylint: disable=g-import-not-at-top
   c = common.data_config(max_seq_length=args.length,
                          max_predictions_per_seq=round(args.length * 0.15 + 0.5))
   c.tokenizer.vocab_size = args.vocab_size
@@ -76,7 +77,7 @@ def main(argv=None):
   p.add_argument("--resume_batch", type=int, default=200)
   p.add_argument("--vocab_size", type=int, default=8000)
   args = p.parse_args(argv)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads with these data modules
   from bert_jax.data import preprocess  # pylint: disable=g-import-not-at-top
   from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
 

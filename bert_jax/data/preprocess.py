@@ -30,6 +30,7 @@ import tensorflow as tf
 from bert_jax.data import corpora
 from bert_jax.data import instances as inst_lib
 from bert_jax.data import tokenizers
+from bert_jax import configs
 
 _TOKENIZER = None
 
@@ -194,7 +195,6 @@ def cli() -> None:
   """Console entry point `bert-jax-preprocess` (flags are defined here, not at import, so the
   worker processes that import this module define none)."""
   from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
-  from bert_jax import configs  # pylint: disable=g-import-not-at-top
   configs.define_flag("config", "configs/<family>.py:<arg> or a packaged <family>.py:<arg>")
   flags.DEFINE_string("workdir", None, "where the tokenizer is trained or found")
   flags.DEFINE_string("output", None, "output prefix (local or gs://)")

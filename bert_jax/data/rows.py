@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from bert_jax.data import row_source
 from bert_jax.data import tokenizers
+from bert_jax import configs
 
 VERSION = 1
 _SETTINGS = ("instances", "max_seq_length", "short_seq_prob", "pack_examples", "eval_fraction")
@@ -160,7 +161,6 @@ def cli() -> None:
   """Console entry point `bert-jax-rows` (flags are defined here, not at import: absl.app defines
   its own flags when imported, so the command line alone imports it)."""
   from absl import app, flags  # pylint: disable=g-import-not-at-top,g-multiple-import
-  from bert_jax import configs  # pylint: disable=g-import-not-at-top
   configs.define_flag("config", "configs/<family>.py:<arg>: the data settings of the training run")
   flags.DEFINE_string("workdir", None, "the training run's workdir (its tokenizer; trained if absent)")
   flags.DEFINE_string("output", None, "path prefix of the records (local or gs://)")
