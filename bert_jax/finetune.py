@@ -44,6 +44,11 @@ def _print(*args) -> None:
 def prepare(config) -> ml_collections.ConfigDict:
   """A copy of `config` with the model and tokenizer of the starting point and the step
   counts of the data (epochs, warmup proportion, one eval and checkpoint per epoch)."""
+  return _prepare(config)[0]
+
+
+def _prepare(config) -> tuple[ml_collections.ConfigDict, int]:
+  """(prepare's config, the number of training examples)."""
   config = copy.deepcopy(config)
   f = config.finetune
   if f.seeds < 1 or f.epochs <= 0:
@@ -60,7 +65,7 @@ def prepare(config) -> ml_collections.ConfigDict:
   config.optimizer.warmup_steps = int(round(f.warmup_proportion * num_steps))
   config.eval.every_steps = config.checkpoint.every_steps = per_epoch
   config.log.every_steps = min(config.log.every_steps, per_epoch)
-  return config
+  return config, n
 
 
 class Incomplete(RuntimeError):
@@ -87,7 +92,7 @@ def _median(values):
 def run(config, workdir: str) -> dict[str, Any]:
   """Fine-tunes config.finetune.seeds times; returns (and writes) the results dict."""
   ident = rundir.check(workdir, config)  # another run's workdir is refused first, touching nothing
-  config = prepare(config)
+  config, train_examples = _prepare(config)
   rundir.record(workdir, ident)
   kind = registry.task_class(config)
   seeds = []
@@ -116,7 +121,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       "task": config.finetune.task, "source": config.finetune.source,
       "start": config.init.workdir or config.init.hf_checkpoint or "random",
       "random_init": bool(config.finetune.random_init), "method": config.finetune.method,
-      "train_examples": kind.prepare_data(config), "epochs": config.finetune.epochs,
+      "train_examples": train_examples, "epochs": config.finetune.epochs,
       "num_steps": config.train.num_steps, "learning_rate": config.optimizer.learning_rate,
       "seeds": seeds, "median": median,
   }

@@ -392,10 +392,11 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
         _print(_train_line(task, values, step, num_steps))
       eval_now = step % config.eval.every_steps == 0 or step == num_steps
       if eval_now:
+        first_eval = not last_eval
         last_eval = steps_lib.evaluate(eval_step, state["params"], eval_fn, s, task, frozen)
         writer.scalars("eval", last_eval, step)
         _print(f"eval @ {step}: {task.eval_line(last_eval)}")
-        if stop.best is None:
+        if first_eval:
           clock.restart(step)  # nor the first eval's compilation
         stop.update(last_eval)
       if step % config.checkpoint.every_steps == 0 or step == num_steps:

@@ -89,14 +89,20 @@ def _save(run_dir: pathlib.Path, config, params) -> None:
   ckpt.close()
 
 
-def write_pretraining_workdir(run_dir: pathlib.Path, vocab_file: pathlib.Path, seed: int = 1):
-  """A BERT pretraining workdir with a checkpoint at step 1; returns its params (numpy)."""
-  cfg = model_config()
-  config = configs.load("bert.py:tiny,runlocal")
+def _run_config(spec: str, cfg, vocab_file: pathlib.Path):
+  """The packaged config `spec` with the tiny model's sizes and the WordPiece vocab_file."""
+  config = configs.load(spec)
   for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
             "max_position_embeddings"):
     config.model[k] = getattr(cfg, k)
   config.data.tokenizer.update(path=str(vocab_file), kind="wordpiece")
+  return config
+
+
+def write_pretraining_workdir(run_dir: pathlib.Path, vocab_file: pathlib.Path, seed: int = 1):
+  """A BERT pretraining workdir with a checkpoint at step 1; returns its params (numpy)."""
+  cfg = model_config()
+  config = _run_config("bert.py:tiny,runlocal", cfg, vocab_file)
   params = random_params(models.build(cfg), cfg, seed)
   _save(run_dir, config, params)
   return params
@@ -105,11 +111,7 @@ def write_pretraining_workdir(run_dir: pathlib.Path, vocab_file: pathlib.Path, s
 def write_finetuning_seed(seed_dir: pathlib.Path, vocab_file: pathlib.Path, seed: int = 2):
   """A fine-tuning seed directory (SST-2's labels) with a checkpoint at step 1; returns its params."""
   cfg = model_config()
-  config = configs.load("finetune.py:sst2")
-  for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-            "max_position_embeddings"):
-    config.model[k] = getattr(cfg, k)
-  config.data.tokenizer.update(path=str(vocab_file), kind="wordpiece")
+  config = _run_config("finetune.py:sst2", cfg, vocab_file)
   params = random_params(models.ForSequenceClassification(cfg, 2), cfg, seed)
   _save(seed_dir, config, params)
   return params

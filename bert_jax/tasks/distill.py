@@ -372,6 +372,11 @@ class Distiller:
 
 # ----------------------------------------------------------------------------------------------
 # Task distillation.
+def _student(params):
+  """The student's own params: without the hidden term's projections (params["distill"])."""
+  return {k: v for k, v in params.items() if k != "distill"}
+
+
 # ----------------------------------------------------------------------------------------------
 class _TeacherState:
   """What both distillation tasks add to their base task: the student's params plus the learned
@@ -421,13 +426,13 @@ class TaskDistillation(_TeacherState, classification.Classification):
     shape_student(config)
 
   def logits(self, params, batch, rng=None, deterministic=True):
-    return super().logits({k: v for k, v in params.items() if k != "distill"}, batch, rng, deterministic)
+    return super().logits(_student(params), batch, rng, deterministic)
 
   def loss(self, params, batch, rng, deterministic=False, frozen=None):
     if not self.use_teacher or frozen is None:
       return super().loss(params, batch, rng, deterministic)
     dist = self.distiller
-    student = {k: v for k, v in params.items() if k != "distill"}
+    student = _student(params)
     inputs = models.model_inputs(self.model, batch)
     t_inputs = models.model_inputs(dist.teacher_model, batch)
     if dist.layerwise:
@@ -482,7 +487,7 @@ class TaskDistillation(_TeacherState, classification.Classification):
     return line
 
   def trainable(self, params):
-    mask = super().trainable({k: v for k, v in params.items() if k != "distill"})
+    mask = super().trainable(_student(params))
     if mask is None or "distill" not in params:
       return mask
     return {**mask, "distill": jax.tree.map(lambda _: True, params["distill"])}
@@ -521,7 +526,7 @@ class MLMDistillation(_TeacherState, pretraining.Pretraining):
 
   def _distill_loss(self, params, batch, rng, deterministic=False, frozen=None):
     dist = self.distiller
-    student = {k: v for k, v in params.items() if k != "distill"}
+    student = _student(params)
     inputs = models.model_inputs(self.model, batch)
     if dist.layerwise:
       out, s_emb, s_h, s_a = apply_with_intermediates(self.model, student, inputs, deterministic=deterministic,
@@ -553,11 +558,11 @@ class MLMDistillation(_TeacherState, pretraining.Pretraining):
 
   def loss(self, params, batch, rng, deterministic: bool = False, frozen=None):
     if not self.use_teacher or frozen is None:
-      return super().loss({k: v for k, v in params.items() if k != "distill"}, batch, rng, deterministic)
+      return super().loss(_student(params), batch, rng, deterministic)
     return self._distill_loss(params, batch, rng, deterministic, frozen)
 
   def eval_step(self, params, batch, rng, frozen=None):
-    metrics, out = super().eval_step({k: v for k, v in params.items() if k != "distill"}, batch, rng)
+    metrics, out = super().eval_step(_student(params), batch, rng)
     if self.use_teacher and frozen is not None:
       d_metrics = self._distill_loss(params, batch, rng, True, frozen)[1]
       metrics.update({k: d_metrics[k] for k in ("soft_loss", "teacher_mlm_accuracy")})
