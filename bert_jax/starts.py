@@ -24,6 +24,7 @@ import numpy as np
 
 from bert_jax import checkpointing
 from bert_jax import models
+from bert_jax.models import config as model_config_lib
 from bert_jax.interop import hf
 
 CONFIG_FILE = "config.json"  # <workdir>/config.json: the config a run was started with
@@ -187,11 +188,9 @@ def from_hf(config, params):
 # ----------------------------------------------------------------------------------------------
 # Continued pretraining: the model and tokenizer of config.init.hf_checkpoint.
 # ----------------------------------------------------------------------------------------------
-# config.model keys that are this run's, not the checkpoint's: regularisation, numerics, memory,
-# the fresh heads' init, PEFT. Every other key is the checkpoint's architecture.
-RUN_MODEL_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "dtype", "remat",
-                  "remat_policy", "scan_layers", "attention_impl", "use_pooler", "lora_rank", "lora_alpha",
-                  "lora_dropout", "lora_targets", "adapter_size", "adapter_placement")
+# config.model keys that are this run's, not the checkpoint's: the run keys of every start, and the
+# fresh heads' init and pooler. Every other key is the checkpoint's architecture.
+RUN_MODEL_KEYS = model_config_lib.RUN_KEYS + ("initializer_range", "use_pooler")
 GENERATOR_KEYS = ("generator_hidden_size", "generator_layers", "generator_num_attention_heads",
                   "generator_intermediate_size")
 _TOKENIZER_NAMES = {"wordpiece": "WordPiece", "sentencepiece": "sentencepiece", "tokenizer_json": "tokenizer.json"}
@@ -203,7 +202,7 @@ def _differs(a, b) -> bool:
   return a != b
 
 
-def resolve_pretraining_start(config, command_line_keys=()) -> dict | None:
+def resolve_pretraining_start(config, command_line_keys=(), fresh_heads=()) -> dict | None:
   """With config.init.hf_checkpoint (an HF directory or one `bert-jax-convert import` wrote): sets
   every architecture key of config.model (all but RUN_MODEL_KEYS; ELECTRA's generator keys when a
   generator comes with it) and config.data.tokenizer (kind, path, lower case; a
@@ -212,7 +211,8 @@ def resolve_pretraining_start(config, command_line_keys=()) -> dict | None:
   built: a --config.model.* flag (in `command_line_keys`, e.g. "model.hidden_size") that
   contradicts the checkpoint, another model family, a directory without config.json or tokenizer,
   a tokenizer whose size differs from the embedding rows, missing encoder tensors. Returns
-  hf.inspect's report, or None without a checkpoint (the config is left as it is)."""
+  hf.inspect's report, or None without a checkpoint (the config is left as it is). `fresh_heads`:
+  the task's own heads, which no checkpoint holds (named as fresh)."""
   path = config.init.hf_checkpoint
   if not path:
     return None
@@ -247,7 +247,7 @@ def resolve_pretraining_start(config, command_line_keys=()) -> dict | None:
     config.model[k] = start[k]
   tc = config.data.tokenizer
   if config.data.source == "synthetic":  # random ids: no tokenizer is read
-    _print(start_line(config, info))
+    _print(start_line(config, info, fresh_heads))
     return info
   if "data.tokenizer.path" not in keys:
     try:
@@ -267,11 +267,11 @@ def resolve_pretraining_start(config, command_line_keys=()) -> dict | None:
     m = info["missing"]
     raise ValueError(f"{key} lacks {len(m)} encoder tensors ({', '.join(m[:3])}{', ...' if len(m) > 3 else ''}): "
                      "an incomplete or foreign checkpoint; re-save it with save_pretrained.")
-  _print(start_line(config, info))
+  _print(start_line(config, info, fresh_heads))
   return info
 
 
-def start_line(config, info: dict) -> str:
+def start_line(config, info: dict, fresh_heads=()) -> str:
   """One line: the checkpoint's model and tokenizer, what is loaded and what starts fresh."""
   m, tc, parts = config.model, config.data.tokenizer, info["parts"]
   wanted = ["encoder"]
@@ -285,8 +285,7 @@ def start_line(config, info: dict) -> str:
   for part in wanted:
     have = parts.get("sentence head" if part.endswith(" head") and part[:3] in ("NSP", "SOP") else part, False)
     (loaded if have else fresh).append(part)
-  if config.objective.name == "sbo":
-    fresh.append("SBO head")
+  fresh += list(fresh_heads)
   case = "" if tc.kind != "wordpiece" else ", lower case" if tc.lower_case else ", cased"
   tok = ("synthetic batches" if config.data.source == "synthetic" else
          f"tokenizer {_TOKENIZER_NAMES.get(tc.kind, tc.kind)} {os.path.basename(tc.path)}{case}")

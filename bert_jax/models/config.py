@@ -29,6 +29,11 @@ ADAPTER_PLACEMENTS = ("attention", "ffn")
 # Fields set by code, not by a config: configs/common.py::model_config leaves them out of
 # config.model (generator_config sets mlm_act).
 CODE_ONLY_FIELDS = ("mlm_act",)
+# config.model keys a run takes from its own config whatever model it starts from (a fine-tuning's
+# starting point, a continued pretraining's checkpoint): regularisation, numerics, memory, PEFT.
+RUN_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dtype", "remat", "remat_policy", "scan_layers",
+            "attention_impl", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_size",
+            "adapter_placement")
 
 
 @dataclasses.dataclass(frozen=True)

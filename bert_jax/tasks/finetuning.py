@@ -35,13 +35,12 @@ import numpy as np
 from bert_jax import models
 from bert_jax import starts
 from bert_jax.interop import hf
+from bert_jax.models import config as model_config_lib
 from bert_jax.models import peft
 from bert_jax.tasks import base
 
 METHODS = ("full", "lora", "adapters")
-_PEFT_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "adapter_size", "adapter_placement")
-_KEPT_KEYS = _PEFT_KEYS + ("dtype", "remat", "remat_policy", "scan_layers", "attention_impl", "hidden_dropout_prob",
-                           "attention_probs_dropout_prob")  # this run's, not the start's
+_KEPT_KEYS = model_config_lib.RUN_KEYS  # this run's, not the start's
 
 
 # ----------------------------------------------------------------------------------------------

@@ -164,6 +164,7 @@ class Pretraining(base.Task):
 
   best_metric = "eval/mlm_loss"
   accuracy_key = "mlm_accuracy"
+  fresh_heads: tuple[str, ...] = ()  # heads of this task that no checkpoint holds (named at a warm start)
 
   def __init__(self, config):
     super().__init__(config)
@@ -178,7 +179,7 @@ class Pretraining(base.Task):
     """Before anything is built (bert_jax.train calls it before the checks): with
     config.init.hf_checkpoint, config.model's architecture and config.data.tokenizer from the
     checkpoint (bert_jax.starts.resolve_pretraining_start); without one, nothing changes."""
-    starts.resolve_pretraining_start(config, starts.COMMAND_LINE_KEYS)
+    starts.resolve_pretraining_start(config, starts.COMMAND_LINE_KEYS, cls.fresh_heads)
 
   @classmethod
   def validate(cls, config) -> None:

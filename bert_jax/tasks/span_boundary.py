@@ -102,6 +102,7 @@ class SpanBoundary(pretraining.Pretraining):
   """MLM + SBO (no sentence loss); the data contract of bert_jax.data.pipeline with span masking."""
 
   best_metric = "eval/loss"
+  fresh_heads = ("SBO head",)
 
   def __init__(self, config):
     super().__init__(config)
