@@ -219,8 +219,3 @@ def read_params(directory: str, step: int) -> Any:
   finally:
     manager.close()
   return jax.device_get(out["state"]["params"])
-
-
-def abstract_like(tree: Any) -> Any:
-  """ShapeDtypeStructs (with shardings) of a pytree of arrays."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
