@@ -58,7 +58,8 @@ def test_attention_dropout_in_training_takes_the_explicit_path():
   np.testing.assert_array_equal(outs[0], outs[1])
 
 
-@pytest.mark.parametrize("policy", [pytest.param("full", marks=pytest.mark.slow), "dots_saveable"])
+@pytest.mark.slow  # both policies (10-minute budget of the fast suite; test_models checks remat's outputs)
+@pytest.mark.parametrize("policy", ["full", "dots_saveable"])
 def test_remat_policies_give_the_same_gradients(policy):
   b = _batch()
   grads = []

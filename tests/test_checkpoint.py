@@ -101,6 +101,7 @@ def _corrupt(step_dir: pathlib.Path):
     p.write_bytes(b"garbage")
 
 
+@pytest.mark.slow  # moved from the fast suite (10-minute budget)
 def test_corrupt_latest_falls_back_to_previous(tmp_path, caplog):
   c = tiny_config("bert", steps=4)
   c.checkpoint.every_steps = 2

@@ -97,7 +97,7 @@ def test_dropout_only_with_rng_and_remat_matches():
     np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["bert", "electra"])
+@pytest.mark.parametrize("family", ["bert", pytest.param("electra", marks=pytest.mark.slow)])
 def test_packed_rows_match_examples_run_alone(family):
   """Two examples packed into one row (segment + position ids) == each run alone."""
   cfg, model = make(family)

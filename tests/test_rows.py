@@ -103,7 +103,7 @@ service.WorkerServer(service.WorkerConfig(dispatcher_address=sys.argv[1])).join(
 """
 
 
-@pytest.mark.parametrize("worker", ["in_process", "subprocess"])
+@pytest.mark.parametrize("worker", ["in_process", pytest.param("subprocess", marks=pytest.mark.slow)])
 def test_tf_data_service_serves_the_same_batches(env, worker):
   """The graph-only pipeline runs on a tf.data service worker; the subprocess worker imports only
   TensorFlow, so nothing of the dataset can be Python of this process."""

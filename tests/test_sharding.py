@@ -87,7 +87,8 @@ def _check_family(family, meshes):
       assert any(any(d is not None for d in spec) for spec in specs), preset
 
 
-@pytest.mark.parametrize("family", ["bert", pytest.param("electra", marks=pytest.mark.slow)])
+@pytest.mark.slow  # moved from the fast suite (10-minute budget); test_models keeps a sharded forward there
+@pytest.mark.parametrize("family", ["bert", "electra"])
 def test_one_step_fsdp_tp_matches_single_device(family):
   """All three mesh axes in use (data=2, fsdp=2, tensor=2), dropout on."""
   _check_family(family, [("fsdp_tp", dict(data=2, fsdp=2, tensor=2))])
