@@ -4,6 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/demo
 PYTEST_ARGS ?=
+# The suites run in parallel (pytest-xdist): one worker per core, at most 4 (each holds a JAX process
+# with 8 fake devices), a test file per worker so that module fixtures are built once.
+# XDIST=-n0 runs them in this process.
+XDIST ?= -n auto --maxprocesses=4 --dist loadfile
 
 .PHONY: train test test-slow test-proof bench clean
 
@@ -26,19 +30,19 @@ train: $(VENV)/.runtime
 
 # The test suite (565 tests; docs/testing.md has its last timing).
 test: $(VENV)/.test
-	$(PY) -m pytest -q tests -m "not slow and not proof" $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) tests -m "not slow and not proof" $(PYTEST_ARGS)
 
 # Long checks (71 tests, about 35 minutes): every family x every sharding preset, two processes via
 # jax.distributed, a 600-step BERT pretraining run, fine-tuning, QA/tagging, distillation, notebooks.
 # CI runs them after `make test`.
 test-slow: $(VENV)/.test
-	$(PY) -m pytest -q tests -m "slow and not proof" $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) tests -m "slow and not proof" $(PYTEST_ARGS)
 
 # Proofs too long for CI (README gives their last results): MiniLM fine-tuned on SST-2, ours vs HF; SQuAD
 # and CoNLL runs; distillation on SST-2; ALBERT and ELECTRA 600-step runs and ELECTRA's 4,000-step
 # recipe; the ablation sweep killed and restarted.
 test-proof: $(VENV)/.test
-	$(PY) -m pytest -q tests -m proof $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) tests -m proof $(PYTEST_ARGS)
 
 # Input-pipeline throughput vs HF's DataCollatorForLanguageModeling (prints a table).
 bench: $(VENV)/.test

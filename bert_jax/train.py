@@ -165,13 +165,14 @@ def _remove_if_empty(path: str) -> None:
     p.rmdir()
 
 
-def resume_or_start(config, workdir: str, s: state_lib.Setup, task: base.Task, init, ckpt, fresh: bool):
+def resume_or_start(config, workdir: str, s: state_lib.Setup, task: base.Task, init, ckpt, created: list[str]):
   """(state, first step, identity, train iterator, eval-iterator factory): the newest usable
   checkpoint of `ckpt`, else the task's warm start of a fresh state. Before anything is read into
   memory, the newest checkpoint must fit the model and the workdir must hold this run (its
   identity, bert_jax.rundir); the inputs (tokenizer, corpus) are opened before anything is
-  initialised, so bad data fail before any compilation. A failed first start leaves no empty
-  checkpoints/ behind (`fresh`: there was none before `ckpt` was opened)."""
+  initialised, so bad data fail before any compilation. A failed start leaves none of the
+  directories `created` behind that it left empty (the checkpoints, the compilation cache and the
+  workdir when the run made them, children first)."""
   try:
     try:
       latest = ckpt.latest_step()
@@ -198,8 +199,8 @@ def resume_or_start(config, workdir: str, s: state_lib.Setup, task: base.Task, i
         state = dict(state, params=params, opt_state=s.opt_init(params))
   except BaseException:
     ckpt.close()
-    if fresh:
-      _remove_if_empty(ckpt.directory)
+    for path in created:
+      _remove_if_empty(path)
     raise
   return state, start, ident, train_it, eval_fn
 
@@ -335,15 +336,15 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
   if not task_class.finetuning:  # the fine-tuning driver configured the seed's config already
     task_class.configure(config)
   state_lib.validate(config, sharding.make_mesh(config.mesh, devices), sharding.rules_from_config(config.mesh))
+  ckpt_dir = os.path.join(workdir, "checkpoints")
   cache_dir = use_compilation_cache(config, workdir)
+  created = [d for d in (ckpt_dir, cache_dir, workdir) if d and not epath.Path(d).exists()]
   s, (train_step, eval_step, init) = setup_cached(config, devices)
   task = task_for(s, config)
   stop = EarlyStop(config.checkpoint.best_metric or task.best_metric, config.checkpoint.best_mode or task.best_mode,
                    int(config.eval.get("early_stop_patience", 0) or 0))
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  fresh = not epath.Path(ckpt_dir).exists()
   ckpt = checkpointing.Checkpointer(ckpt_dir, config.checkpoint, best_metric=stop.metric, best_mode=stop.mode)
-  state, step, ident, train_it, eval_fn = resume_or_start(config, workdir, s, task, init, ckpt, fresh)
+  state, step, ident, train_it, eval_fn = resume_or_start(config, workdir, s, task, init, ckpt, created)
   start = step
   frozen = steps_lib.frozen_args(s, task)
   written = copy.deepcopy(config)

@@ -1,5 +1,6 @@
 """Inputs of fine-tuning, distillation and ablation refused in one line before any model is built
-(issue 25, point 3 and 4): SQuAD files without answers, a GLUE file with a header only, a student
+(issue 25, point 3 and 4): SQuAD files without answers, a GLUE file with a header only, a CoNLL
+file that is not text, a student
 deeper than its source, a checkpoint step that is not there, an ablation's task data and plan."""
 
 import json
@@ -17,7 +18,7 @@ from bert_jax.tasks import finetuning
 from bert_jax.tasks import registry
 from bert_jax.tools import ablate
 from test_finetune import ft_config, make_hf_dir, write_sst2
-from test_finetune_qa_tagging import tiny, write_squad
+from test_finetune_qa_tagging import tiny, write_conll, write_squad
 from test_reliability import _COMPILE, _JaxEvents
 from train_testlib import load_config, tiny_config
 
@@ -68,6 +69,14 @@ def test_glue_file_with_a_header_only_is_refused_leaving_nothing(hf_dir, tmp_pat
   no_compile(lambda: finetune.run(ft_config(hf_dir, data), str(workdir)), os.path.join(data, "train.tsv"),
              "no examples after its header")
   assert not (workdir / "seed_0").exists() and not (workdir / "compilation_cache").exists()
+
+
+def test_a_binary_conll_file_is_named_before_anything_is_built(hf_dir, tmp_path):
+  write_conll(tmp_path / "conll", n_train=8, n_dev=8)
+  train_file = tmp_path / "conll" / "train.txt"
+  train_file.write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)))  # a gzip'd or binary file in its place
+  c = tiny(load_config("finetune", "conll"), hf_dir, str(tmp_path / "conll"))
+  no_compile(lambda: finetune.prepare(c), str(train_file), "is not UTF-8 text", "re-encode")
 
 
 def test_student_deeper_than_its_start_is_refused_unless_asked(hf_dir, tmp_path):

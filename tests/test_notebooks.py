@@ -5,7 +5,8 @@ The repository URL and the install cell come from one place, colab/notebooks.py 
 with every notebook and README's "Open in Colab" badges). The install cell itself runs here too, as
 on Colab: in a throwaway venv that lacks bert_jax (its dependencies are this .venv's, visible through
 a .pth), with the package index replaced by the checkout (REPO_URL = file://<checkout>, cloned as
-on Colab; PIP_ARGS = --no-index with a folder of stub jax-cuda12 wheels), on a faked CPU, GPU (an
+on Colab; PIP_ARGS = --no-index with a folder of stub wheels: the jax-cuda12 plugin, and whatever
+jax[tpu] asks for that this environment lacks, libtpu on a machine without it), on a faked CPU, GPU (an
 `nvidia-smi` on PATH) and TPU (COLAB_TPU_ADDR) runtime: it installs bert_jax into the venv, asks pip
 for jax[cuda12] / jax[tpu] at the pinned jax version and prints jax.devices().
 
@@ -23,7 +24,6 @@ import pathlib
 import subprocess
 import sys
 import sysconfig
-import textwrap
 import zipfile
 
 import nbformat
@@ -148,7 +148,7 @@ def test_standalone_notebook_runs_with_small_parameters(name, tmp_path, monkeypa
 def _stub_wheel(folder: pathlib.Path, name: str, version: str, requires=(), extras=()) -> None:
   """An empty wheel that pip installs like the real one (metadata only)."""
   dist = f"{name.replace('-', '_')}-{version}"
-  meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+  meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
   meta += [f"Provides-Extra: {e}" for e in extras] + [f"Requires-Dist: {r}" for r in requires]
   files = {f"{dist}.dist-info/METADATA": "\n".join(meta) + "\n",
            f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
@@ -156,6 +156,23 @@ def _stub_wheel(folder: pathlib.Path, name: str, version: str, requires=(), extr
   with zipfile.ZipFile(folder / f"{dist}-py3-none-any.whl", "w") as z:
     for f, text in files.items():
       z.writestr(f, text)
+
+
+def _missing_tpu_requirements() -> list[tuple[str, str]]:
+  """(name, a version meeting jax's pin) of each jax[tpu] requirement not installed here."""
+  from packaging.requirements import Requirement
+  missing = []
+  for text in importlib.metadata.requires("jax") or []:
+    req = Requirement(text)
+    if not (req.marker and req.marker.evaluate({"extra": "tpu"})) or req.marker.evaluate({"extra": ""}):
+      continue
+    try:
+      importlib.metadata.version(req.name)
+    except importlib.metadata.PackageNotFoundError:
+      pins = [s.version.removesuffix(".*") for s in req.specifier if s.operator in ("==", ">=", "~=")]
+      assert pins, f"jax[tpu] asks for {req}: no version to stub"
+      missing.append((req.name, pins[0]))
+  return missing
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +195,8 @@ def colab_like(tmp_path_factory):
   jax_version = importlib.metadata.version("jax")
   _stub_wheel(wheels, "jax-cuda12-plugin", jax_version, [f"jax-cuda12-pjrt=={jax_version}"], ["with-cuda"])
   _stub_wheel(wheels, "jax-cuda12-pjrt", jax_version)
+  for name, version in _missing_tpu_requirements():
+    _stub_wheel(wheels, name, version)
   fake_bin = tmp / "fake_bin"
   fake_bin.mkdir()
   (fake_bin / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: NVIDIA T4 (fake)'\n")
@@ -221,7 +240,7 @@ def test_the_install_cell_installs_bert_jax_and_the_runtimes_jax_build(colab_lik
   assert f"GPU runtime: pip install jax[cuda12]=={jax_version}" in r.stdout and "pip install bert_jax" not in r.stdout
   assert (site / f"jax_cuda12_plugin-{jax_version}.dist-info").is_dir()
   assert "devices: [CpuDevice(id=0)]" in r.stdout and "has a GPU but JAX runs on the CPU" in r.stdout
-  # TPU runtime: jax[tpu] at the pinned version (libtpu is there already).
+  # TPU runtime: jax[tpu] at the pinned version (libtpu installed here, or its stub).
   r = run("tpu")
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
   assert f"TPU runtime: pip install jax[tpu]=={jax_version}" in r.stdout and "has a TPU but JAX runs" in r.stdout

@@ -145,7 +145,7 @@ def _refused_before_compiling(c, workdir: pathlib.Path, jax_events, *match: str)
   for m in match:
     assert m in message, message
   assert jax_events.count(_COMPILE) == 0, jax_events.events
-  assert not (workdir / "checkpoints").exists() and not (workdir / "tokenizer").exists()
+  assert not workdir.exists(), sorted(workdir.rglob("*"))  # no tokenizer, checkpoints/ nor compilation cache
   return message
 
 
@@ -161,6 +161,13 @@ def test_empty_corpus_refused_naming_the_file(tmp_path, jax_events):
   corpus.write_text("\n\n")
   _refused_before_compiling(_text_config(str(corpus), tmp_path), tmp_path / "run", jax_events,
                             str(corpus), "config.data.text_glob", "config.data.tokenizer.path")
+
+
+def test_a_corpus_too_small_to_split_is_refused_before_the_tokenizer_is_trained(tmp_path, jax_events):
+  corpus = tmp_path / "one_word.txt"
+  corpus.write_text("hello\n")  # one document: eval_fraction holds it out, no train document is left
+  _refused_before_compiling(_text_config(str(corpus), tmp_path), tmp_path / "run", jax_events,
+                            "No train documents", "1 documents", "config.data.eval_fraction")
 
 
 @pytest.mark.parametrize("name,content", [

@@ -18,6 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
+from bert_jax.data import files
+
 SPLIT_FILES = {"train": ("train.txt", "eng.train"), "validation": ("valid.txt", "dev.txt", "eng.testa"),
                "test": ("test.txt", "eng.testb")}
 TFDS_SPLITS = {"train": "train", "validation": "dev", "test": "test"}
@@ -75,12 +77,7 @@ def parse(text: str, label_column: int = -1, where: str = "the CoNLL text") -> S
 
 
 def read_file(path: str, label_column: int = -1) -> Sentences:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"{path} does not exist; expected a CoNLL-format file there.")
-  with tf.io.gfile.GFile(path, "rb") as f:
-    text = f.read().decode("utf-8")
-  return parse(text, label_column, path)
+  return parse(files.read_text(path, "a CoNLL-format text file"), label_column, path)
 
 
 def read_tfds(split: str, column: str = "ner", data_dir: str = "", name: str = "conll2003"

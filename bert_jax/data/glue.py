@@ -24,6 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
+from bert_jax.data import files
+
 # split name -> file name in a GLUE task directory.
 TSV_FILES = {
     "train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv",
@@ -152,19 +154,6 @@ class Examples:
 
 # ----------------------------------------------------------------------------- reading
 
-def _read_text(path: str, what: str) -> str:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"{path} does not exist; expected {what} there.")
-  with tf.io.gfile.GFile(path, "rb") as f:
-    data = f.read()
-  try:
-    text = data.decode("utf-8")
-  except UnicodeDecodeError as e:
-    raise ValueError(f"{path} is not UTF-8 ({e}); re-encode it as UTF-8.") from e
-  return text[1:] if text.startswith("\ufeff") else text
-
-
 def _lines(text: str) -> list[tuple[int, str]]:
   """(1-based line number, line) of the non-empty lines; splits on \\n only."""
   lines = text.split("\n")
@@ -177,7 +166,7 @@ def load_labels(task: TaskInfo, path: str = "") -> tuple[str, ...] | None:
   if task.labels != ():
     return task.labels
   file = os.path.join(path, LABELS_FILE)
-  names = tuple(l.strip() for _, l in _lines(_read_text(
+  names = tuple(l.strip() for _, l in _lines(files.read_text(
       file, f"the label names of task {task.name!r}, one per line")))
   if len(names) < 2 or len(set(names)) != len(names):
     raise ValueError(f"{file} must list at least 2 distinct label names, one per line; "
@@ -196,10 +185,10 @@ def _column(layout_value, header: list[str] | None, file: str, what: str) -> int
 
 def _read_tsv(task: TaskInfo, path: str, split: str, labels) -> Examples:
   file = os.path.join(path, TSV_FILES[split])
-  files = ", ".join(TSV_FILES[s] for s in task.splits)
+  split_files = ", ".join(TSV_FILES[s] for s in task.splits)
   where = (f"the {task.tsv_dir or task.name} file of split {split!r} (task {task.name!r}; the "
-           f"directory should hold {files})")
-  lines = _lines(_read_text(file, where))
+           f"directory should hold {split_files})")
+  lines = _lines(files.read_text(file, where))
   test = split in task.test_splits
   layout = task.tsv_test if test else task.tsv_labeled
   written = task.tsv_label_values or labels

@@ -76,6 +76,21 @@ def is_eval_document(doc_ids, eval_fraction: float) -> np.ndarray:
   return np.modf(np.asarray(doc_ids).astype(np.float64) * _GOLDEN)[0] < eval_fraction
 
 
+def empty_split_error(split: str, process_index: int, process_count: int, source: str, num_docs: int,
+                      eval_fraction: float) -> ValueError:
+  """The one-line refusal of a corpus with no `split` documents for a process."""
+  return ValueError(f"No {split} documents for process {process_index}/{process_count} (source {source!r}, "
+                    f"{num_docs} documents, eval_fraction={eval_fraction}); use a bigger corpus or change "
+                    "config.data.eval_fraction.")
+
+
+def check_train_split(num_docs: int, eval_fraction: float, source: str) -> None:
+  """Refuses a corpus of `num_docs` documents that leaves no train document (the rule of
+  is_eval_document), before anything is trained on it."""
+  if not (~is_eval_document(np.arange(num_docs), eval_fraction)).any():
+    raise empty_split_error("train", 0, 1, source, num_docs, eval_fraction)
+
+
 def from_documents(docs: Sequence[Sequence[Sequence[int]]], doc_ids=None) -> TokenizedCorpus:
   sents = [np.asarray(s, np.int32) for d in docs for s in d]
   sent_lens = np.array([len(s) for s in sents], np.int64)

@@ -111,9 +111,8 @@ def load_corpus(data_config, tokenizer, split: str, process_index: int, process_
   if not host_sharded:
     rows = rows[np.arange(len(rows)) % process_count == process_index]
   if len(rows) == 0:
-    raise ValueError(f"No {split} documents for process {process_index}/{process_count} "
-                     f"(source {c.source!r}, {corpus.num_docs} documents, eval_fraction="
-                     f"{c.eval_fraction}); use a bigger corpus or change config.data.eval_fraction.")
+    raise inst_lib.empty_split_error(split, process_index, process_count, c.source, corpus.num_docs,
+                                     c.eval_fraction)
   return corpus.select(rows)
 
 

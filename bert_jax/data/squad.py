@@ -28,6 +28,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bert_jax.data import files
+
 SPLIT_FILES = {"v1.1": {"train": "train-v1.1.json", "validation": "dev-v1.1.json"},
                "v2.0": {"train": "train-v2.0.json", "validation": "dev-v2.0.json"}}
 
@@ -122,15 +124,11 @@ def from_json(data: dict[str, Any], where: str = "the SQuAD JSON", version: str 
 def read_json(path: str, version: str = "") -> tuple[list[Example], dict[str, Any]]:
   """(examples, the parsed file) of an official SQuAD JSON file (local or gs://); `version`: see
   from_json."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"{path} does not exist; expected an official SQuAD JSON file "
-                            "(train-v1.1.json, dev-v2.0.json, ...) there.")
-  with tf.io.gfile.GFile(path, "rb") as f:
-    try:
-      data = json.loads(f.read().decode("utf-8"))
-    except ValueError as e:
-      raise ValueError(f"{path} is not valid UTF-8 JSON: {e}.") from e
+  text = files.read_text(path, "an official SQuAD JSON file (train-v1.1.json, dev-v2.0.json, ...)")
+  try:
+    data = json.loads(text)
+  except ValueError as e:
+    raise ValueError(f"{path} is not valid JSON: {e}.") from None
   return from_json(data, path, version), data
 
 

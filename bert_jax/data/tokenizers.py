@@ -29,6 +29,7 @@ import sentencepiece as spm
 import tensorflow as tf
 
 from bert_jax.data import corpora
+from bert_jax.data import instances as inst_lib
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 SPM_FILE = "spm.model"
@@ -449,9 +450,11 @@ def load(path: str, kind: str = "", lower_case: bool = True, segmenter: str = ""
                    "transformers tokenizer.json).")
 
 
-def _sentences(data_config, stats: dict) -> Iterator[str]:
+def _sentences(data_config, stats: dict, documents: list[int]) -> Iterator[str]:
+  """The corpus's sentences as the tokenizer is trained on them; counts documents in documents[0]."""
   cjk = data_config.tokenizer.get("split_cjk", False)
   for doc in corpora.source_documents(data_config, "train", stats):
+    documents[0] += 1
     for sent in doc:
       sent = sent.lower() if data_config.tokenizer.lower_case else sent
       yield split_cjk(sent) if cjk else sent
@@ -490,12 +493,15 @@ def train_sentencepiece(data_config, out_dir: str) -> str:
     # own shuffle_input_sentence is not reproducible across processes (even after
     # set_random_generator_seed). hard_vocab_limit=False lets small corpora yield fewer pieces
     # than asked instead of failing.
-    sample = sample_sentences(_sentences(data_config, stats), tc.train_sentences,
+    documents = [0]
+    sample = sample_sentences(_sentences(data_config, stats, documents), tc.train_sentences,
                               seed=data_config.seed)
     if not any(s.strip() for s in sample):
       raise ValueError(f"{corpora.describe_source(data_config)} holds no text to train the tokenizer "
                        "on (config.data.tokenizer.path is empty, so one is trained from the corpus): "
                        "point the source at a non-empty corpus, or set config.data.tokenizer.path.")
+    if not (data_config.source == "tfds" and data_config.tfds_eval_split):  # else eval has its own split
+      inst_lib.check_train_split(documents[0], data_config.eval_fraction, data_config.source)
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sample), model_prefix=prefix,
         vocab_size=tc.vocab_size, model_type=tc.model_type,
