@@ -28,6 +28,7 @@ import tiny_models as tm
 from conftest import ROOT
 
 from bert_jax import configs
+from bert_jax import rundir
 from bert_jax.data import tokenizers
 from bert_jax.tools import infer
 
@@ -285,6 +286,17 @@ def test_infer_flags_are_checked_in_one_line(flags, phrases, hf_dirs, tmp_path, 
   for phrase in phrases:
     assert phrase in lines[0], (phrase, lines[0])
   assert not (tmp_path / "p.jsonl").exists() and "[MASK] 1:" not in out
+
+
+def test_a_run_directory_without_checkpoints_is_named_in_one_line(tmp_path, capsys):
+  run = tmp_path / "run"  # what a run that was stopped before its first save leaves
+  run.mkdir()
+  (run / "config.json").write_text(json.dumps({"model": {"family": "bert"}, "train": {"num_steps": 10}}))
+  (run / rundir.IDENTITY_FILE).write_text("{}")
+  code, out, err = run_infer(["fill-mask", f"--model={run}", "--text=the [MASK] pie"], capsys)
+  lines = err.strip().splitlines()
+  assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+  assert f"--model={str(run)!r}" in lines[0] and "without checkpoints/" in lines[0], lines[0]
 
 
 def test_a_binary_input_file_is_named_in_one_line(hf_dirs, tmp_path, capsys):

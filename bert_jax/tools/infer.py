@@ -50,6 +50,7 @@ import numpy as np
 from bert_jax import cli as cli_lib
 from bert_jax import configs
 from bert_jax import models
+from bert_jax import rundir
 from bert_jax import starts
 from bert_jax.interop import hf
 from bert_jax.models import heads
@@ -117,6 +118,9 @@ def load(path: str, checkpoint: str = "latest") -> Model:
   if not workdir and not os.path.isdir(path):
     raise FileNotFoundError(f"--model={path!r} is neither a bert_jax pretraining workdir (config.json + "
                             "checkpoints/) nor an HF or converted model directory.")
+  if not workdir and os.path.exists(os.path.join(path, rundir.IDENTITY_FILE)):
+    raise FileNotFoundError(f"--model={path!r} is a bert_jax run directory without checkpoints/ (the run saved "
+                            "none yet): train it first, or point --model at a run that has checkpoints.")
   missing: list[str] = []
   if workdir:
     # The run's architecture and tokenizer, as fine-tuning resolves them.
