@@ -120,10 +120,16 @@ def identity(config) -> dict[str, Any]:
   return {"config": {k: v for k, v in sorted(flat.items()) if not _free(k)}, "files": files}
 
 
+_UNSET = ("", None)  # a key a newer version added, left unset: what the run did before it existed
+
+
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-  """'config.<key>: <there> there, <here> here' for each key that differs (flat dicts)."""
+  """'config.<key>: <there> there, <here> here' for each key that differs (flat dicts). A key only
+  one side has is no difference while it is unset ("" or None): a run written before the key
+  existed resumes under a version that has it."""
   return [f"config.{k}: {old.get(k, '(absent)')!r} there, {new.get(k, '(absent)')!r} here"
-          for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+          for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)
+          and not ((k not in old and new[k] in _UNSET) or (k not in new and old[k] in _UNSET))]
 
 
 def _file_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

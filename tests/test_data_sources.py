@@ -94,3 +94,25 @@ def test_tfds_missing_dataset_is_a_clear_error(env, tmp_path):
   c.update(source="tfds", tfds_name="tiny_shakespeare", tfds_data_dir=str(tmp_path))
   with pytest.raises(ValueError, match="tfds_name"):
     next(pipeline.train_iterator(c, env[1], batch_size=8))
+
+
+def test_text_eval_glob_gives_the_eval_documents_files_of_their_own(env, tmp_path):
+  from bert_jax.data import checks  # pylint: disable=g-import-not-at-top
+  c, tok, _, _ = env
+  eval_file = tmp_path / "eval.txt"
+  eval_file.write_text("The river runs north.\nIt is cold there.\n\nA second text.\nIt is short.\n\n"
+                       "The third text.\nIt ends here.\n")
+  everything = c.copy_and_resolve_references()
+  everything.eval_fraction = 0.0
+  all_docs = pipeline.load_corpus(everything, tok, "train", 0, 1).num_docs
+  held_out = pipeline.load_corpus(c, tok, "train", 0, 1).num_docs  # eval_fraction of the file held out
+  own = c.copy_and_resolve_references()
+  own.text_eval_glob = str(eval_file)
+  train, ev = (pipeline.load_corpus(own, tok, split, 0, 1) for split in ("train", "eval"))
+  assert held_out < train.num_docs == all_docs  # every document of text_glob trains
+  assert ev.num_docs == 3
+  assert tok.decode(ev.tokens[:ev.sent_offsets[1]]).lower().startswith("the river runs north")
+  assert checks.separate_eval(own) and not checks.separate_eval(c)
+  own.text_eval_glob = str(tmp_path / "missing*.txt")
+  with pytest.raises(ValueError, match=r"config.data.text_eval_glob=.*matches no file"):
+    checks.source(own)

@@ -113,3 +113,12 @@ def test_state_files_are_written_whole(tmp_path, monkeypatch):
   rundir.write_json(str(path), {"a": 2})
   assert calls and calls[0][1] == str(path) and calls[0][0] != str(path)  # a sibling renamed over it
   assert json.loads(path.read_text()) == {"a": 2} and sorted(os.listdir(tmp_path)) == ["results.json"]
+
+
+def test_a_key_added_by_a_newer_version_is_no_difference_while_unset():
+  old = {"data.mask_rate": 0.15}  # an identity written before data.text_eval_glob existed
+  assert rundir.differences(old, {"data.mask_rate": 0.15, "data.text_eval_glob": ""}) == []
+  assert rundir.differences(old, {"data.mask_rate": 0.15, "data.text_eval_glob": "eval/*.txt"}) == [
+      "config.data.text_eval_glob: '(absent)' there, 'eval/*.txt' here"]
+  assert rundir.differences({"data.mask_rate": 0.15, "data.x": None}, old) == []
+  assert rundir.differences(old, {"data.mask_rate": 0.3}) == ["config.data.mask_rate: 0.15 there, 0.3 here"]

@@ -89,6 +89,8 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
   c.tfds_text_key = "text"
   c.tfds_data_dir = ""               # empty: TFDS default (or $TFDS_DATA_DIR)
   c.text_glob = ""                   # local or gs:// glob of text files
+  c.text_eval_glob = ""              # empty: hold out eval_fraction of the text_glob documents; else the
+                                     # eval documents' files (every text_glob document then trains)
   c.text_format = "sentence_per_line"  # sentence_per_line (blank line between docs) | document_per_line
   # A text file (plain or gzip'd) with a larger share of lines that are not UTF-8 text (invalid
   # bytes, control characters), and at least 10, is refused naming it: a binary file by mistake.

@@ -53,6 +53,10 @@ def source(c) -> None:
     if _local(c.text_glob) and not _glob_files(c.text_glob):
       raise ValueError(f"config.data.text_glob={c.text_glob!r} matches no file: missing corpus. "
                        "Point it at your text files or use config.data.source=builtin.")
+    eval_glob = c.get("text_eval_glob", "")
+    if eval_glob and _local(eval_glob) and not _glob_files(eval_glob):
+      raise ValueError(f"config.data.text_eval_glob={eval_glob!r} matches no file: point it at the eval "
+                       "text files, or leave it empty to hold out config.data.eval_fraction of text_glob.")
     if not 0.0 <= c.get("max_bad_line_fraction", 0.01) <= 1.0:
       raise ValueError(f"config.data.max_bad_line_fraction={c.max_bad_line_fraction} must be in [0, 1].")
     if c.text_format not in ("sentence_per_line", "document_per_line"):
@@ -71,6 +75,12 @@ def source(c) -> None:
                        f"{os.path.dirname(tfds_dataset_dir(c.tfds_name, c.tfds_data_dir))} "
                        "(config.data.tfds_data_dir, or $TFDS_DATA_DIR): nothing is downloaded here; "
                        "prepare it first (tfds build) or fix the name or the data_dir.")
+
+
+def separate_eval(c) -> bool:
+  """Whether the eval documents come from a source of their own (config.data.tfds_eval_split,
+  text_eval_glob) instead of the eval_fraction held out of the train documents."""
+  return bool((c.source == "tfds" and c.tfds_eval_split) or (c.source == "text" and c.get("text_eval_glob", "")))
 
 
 def tokenizer(c) -> None:

@@ -28,9 +28,11 @@ import json
 import os
 from typing import Iterator
 
+import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from bert_jax.data import checks
 from bert_jax.data import corpora
 from bert_jax.data import instances as inst_lib
 from bert_jax.data import masking
@@ -95,8 +97,11 @@ def load_corpus(data_config, tokenizer, split: str, process_index: int, process_
   """This host's documents of `split` ("train" or "eval")."""
   c = data_config
   stats = stats if stats is not None else {}
-  separate_eval = c.source == "tfds" and c.tfds_eval_split
+  separate_eval = checks.separate_eval(c)
   src_split = c.tfds_eval_split if (split == "eval" and separate_eval) else c.tfds_split
+  if split == "eval" and separate_eval and c.source == "text":  # the eval files read as the corpus
+    c = ml_collections.ConfigDict(c.to_dict())
+    c.text_glob = c.text_eval_glob
   if c.source == "tfrecord":
     corpus, host_sharded = preprocess.read_corpus(c.tfrecord_glob, stats, tokenizer,
                                                   process_index, process_count)

@@ -28,6 +28,7 @@ import numpy as np
 import sentencepiece as spm
 import tensorflow as tf
 
+from bert_jax.data import checks
 from bert_jax.data import corpora
 from bert_jax.data import instances as inst_lib
 
@@ -500,7 +501,7 @@ def train_sentencepiece(data_config, out_dir: str) -> str:
       raise ValueError(f"{corpora.describe_source(data_config)} holds no text to train the tokenizer "
                        "on (config.data.tokenizer.path is empty, so one is trained from the corpus): "
                        "point the source at a non-empty corpus, or set config.data.tokenizer.path.")
-    if not (data_config.source == "tfds" and data_config.tfds_eval_split):  # else eval has its own split
+    if not checks.separate_eval(data_config):  # else every document trains
       inst_lib.check_train_split(documents[0], data_config.eval_fraction, data_config.source)
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sample), model_prefix=prefix,
