@@ -301,13 +301,27 @@ def _train_line(task, values, step: int, num_steps: int) -> str:
           + f" | ETA {_eta((num_steps - step) / max(rate, 1e-9))}")
 
 
+EVAL_HISTORY_FILE = "eval_history.json"  # [{"step": s, <metric>: value, ...}] of every eval, oldest first
+
+
 class _Writer:
-  """TensorBoard scalars and text on process 0 (no-op elsewhere)."""
+  """TensorBoard scalars and text on process 0 (no-op elsewhere), and every eval's metrics in
+  <workdir>/eval_history.json (rewritten whole at each eval; a resumed run drops the evals after
+  its checkpoint, which it makes again): curves without a TensorBoard reader (bert_jax.tools.curves)."""
 
   def __init__(self, workdir: str, config, step: int):
     self.w = _summary_writer(os.path.join(workdir, "tb")) if jax.process_index() == 0 else None
+    self.history_path, self.history = os.path.join(workdir, EVAL_HISTORY_FILE), []
     if self.w is not None:
       write_config_summary(self.w, config, step)
+      if epath.Path(self.history_path).exists():
+        self.history = [e for e in rundir.read_json(self.history_path) if e["step"] <= step]
+
+  def eval(self, values: dict[str, float], step: int) -> None:
+    self.scalars("eval", values, step)
+    if self.w is not None:
+      self.history.append({"step": step, **{k: float(v) if np.isfinite(v) else None for k, v in values.items()}})
+      rundir.write_json(self.history_path, self.history)
 
   def scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
     if self.w is not None:
@@ -395,7 +409,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict[str, Any]:
       if eval_now:
         first_eval = not last_eval
         last_eval = steps_lib.evaluate(eval_step, state["params"], eval_fn, s, task, frozen)
-        writer.scalars("eval", last_eval, step)
+        writer.eval(last_eval, step)
         _print(f"eval @ {step}: {task.eval_line(last_eval)}")
         if first_eval:
           clock.restart(step)  # nor the first eval's compilation
