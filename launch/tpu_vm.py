@@ -332,8 +332,9 @@ def parse_reports(out: str) -> list[Report]:
 
 
 def _alive() -> str:
-  """A shell test: the job recorded in PID_FILE is still running (and is ours, not a reused pid)."""
-  return (f"test -s {PID_FILE} && ps -o args= -p \"$(cat {PID_FILE})\" 2>/dev/null | grep -q bert-jax-train")
+  """A shell test: the job recorded in PID_FILE is still running (and is ours, not a reused pid).
+  `ps -ww`: the whole command line, which plain ps cuts at $COLUMNS (an SSH session's terminal)."""
+  return (f"test -s {PID_FILE} && ps -ww -o args= -p \"$(cat {PID_FILE})\" 2>/dev/null | grep -q bert-jax-train")
 
 
 def stop_command() -> str:

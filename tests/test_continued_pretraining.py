@@ -467,3 +467,19 @@ def test_electra_discriminator_with_and_without_generator(tmp_path, capsys):
   pretraining.Pretraining.configure(config)
   assert (config.model.generator_hidden_size, config.model.generator_num_attention_heads) == (0.5, 3)
   assert "loaded: encoder, discriminator head, generator." in capsys.readouterr().out
+
+
+def test_the_benchmarks_standin_is_a_checkpoint_transformers_and_the_one_flag_read(tmp_path, capsys):
+  """bert_jax.benchmarks.chinese_wwm --standin_vocab: a random 2 x 128 BERT with the given
+  vocabulary, saved as an HF directory that transformers loads whole and the one flag continues."""
+  from bert_jax.benchmarks import chinese_wwm  # pylint: disable=g-import-not-at-top
+  (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+  out = chinese_wwm.standin_checkpoint(str(tmp_path / "vocab.txt"), str(tmp_path / "standin"))
+  model, info = transformers.BertForPreTraining.from_pretrained(out, output_loading_info=True)
+  assert not info["missing_keys"] and not info["unexpected_keys"], info
+  assert (model.config.vocab_size, model.config.hidden_size, model.config.num_hidden_layers) == (len(VOCAB), 128, 2)
+  config = pretraining_config(out)
+  pretraining.Pretraining.configure(config)
+  assert (config.model.vocab_size, config.model.hidden_size) == (len(VOCAB), 128)
+  assert config.data.tokenizer.path == os.path.join(out, "vocab.txt") and config.data.tokenizer.kind == "wordpiece"
+  assert "loaded: encoder, MLM head" in capsys.readouterr().out

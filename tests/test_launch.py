@@ -251,7 +251,7 @@ def _run_on_a_worker(tmp_path, script_body: str, *train_args, wait=True, **popen
   job.chmod(0o755)
   args = tpu_vm.parser().parse_args(["--name=n", "--zone=z", "run"])
   tpu = tpu_vm.Tpu(args, tpu_vm.Gcloud(dry_run=True))
-  env = dict(os.environ, HOME=str(home))
+  env = dict(os.environ, HOME=str(home), COLUMNS="80")  # a terminal's width: ps must not cut the command there
   start = subprocess.run(["bash", "-c", tpu.start_command(list(train_args or JOB))], env=env, capture_output=True,
                          text=True, timeout=30, **popen)
   probe = lambda: tpu_vm.parse_reports(subprocess.run(  # noqa: E731
@@ -291,7 +291,7 @@ def test_the_job_outlives_the_ssh_session_and_stop_lets_it_save(tmp_path):
   pid = int((home / "bert_jax_run.pid").read_text())
   assert os.getsid(pid) == pid != os.getsid(0)  # its own session, not the caller's
   assert probe().state == "running"
-  env = dict(os.environ, HOME=str(home))
+  env = dict(os.environ, HOME=str(home), COLUMNS="80")
   stop = subprocess.run(["bash", "-c", tpu_vm.stop_command()], env=env, capture_output=True, text=True, timeout=30)
   assert tpu_vm.parse_reports(stop.stdout)[0].state == "stopping"
   for _ in range(200):
