@@ -28,11 +28,11 @@ $(VENV)/.test: $(VENV)/.runtime requirements-test.txt constraints.txt
 train: $(VENV)/.runtime
 	$(PY) -m bert_jax.main --config=configs/bert.py:tiny,runlocal --workdir=$(WORKDIR)
 
-# The test suite (565 tests; docs/testing.md has its last timing).
+# The test suite (572 tests, about 7 minutes on 2 cores; docs/testing.md has its last timing).
 test: $(VENV)/.test
 	$(PY) -m pytest -q $(XDIST) tests -m "not slow and not proof" $(PYTEST_ARGS)
 
-# Long checks (71 tests, about 35 minutes): every family x every sharding preset, two processes via
+# Long checks (76 tests, about 30 minutes on 2 cores): every family x every sharding preset, two processes via
 # jax.distributed, a 600-step BERT pretraining run, fine-tuning, QA/tagging, distillation, notebooks.
 # CI runs them after `make test`.
 test-slow: $(VENV)/.test
