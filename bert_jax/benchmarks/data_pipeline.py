@@ -29,15 +29,20 @@ import time
 
 import numpy as np
 
-from bert_jax.configs import common
-from bert_jax.data import instances as inst_lib
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads with the data modules below
+
+from bert_jax.configs import common  # noqa: E402
+from bert_jax.data import instances as inst_lib  # noqa: E402
+from bert_jax.data import masking  # noqa: E402
+from bert_jax.data import pipeline  # noqa: E402
+from bert_jax.data import tokenizers  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _config(args, length: int, masking: str, instances: str = "nsp"):
+def _config(args, length: int, strategy: str, instances: str = "nsp"):
   c = common.data_config(max_seq_length=length, max_predictions_per_seq=round(length * 0.15 + 0.5),
-                         masking=masking, instances=instances)
+                         masking=strategy, instances=instances)
   c.tokenizer.vocab_size = args.vocab_size
   c.tokenizer.train_sentences = 50_000
   if args.text_glob:
@@ -67,8 +72,6 @@ def _best_seconds(fn, repeats=3):
 
 def _stage_us(corpus, c, tok, length, strategies, batch_size):
   """Time per row (us) of build_rows for one epoch and of masking per strategy."""
-  from bert_jax.data import masking  # pylint: disable=g-import-not-at-top
-  from bert_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   order = np.random.default_rng(0).permutation
   build = lambda: inst_lib.build_rows(
       corpus, kind=c.instances, max_seq_length=length, short_seq_prob=c.short_seq_prob,
@@ -142,9 +145,6 @@ def main(argv=None):
   p.add_argument("--vocab_size", type=int, default=8000)
   p.add_argument("--seconds", type=float, default=8.0)
   args = p.parse_args(argv)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads with these data modules
-  from bert_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
 
   runs = [tuple(r.split(":")) for r in args.runs.split(",")]
   kinds = list(dict.fromkeys(k for k, _ in runs))
@@ -160,17 +160,17 @@ def main(argv=None):
                      args.batch_size)
       print(f"L={length} {kind} stages (us/row): " +
             ", ".join(f"{k} {v:.1f}" for k, v in us.items()), flush=True)
-      for masking in strategies:
-        c = _config(args, length, masking, kind)
+      for strategy in strategies:
+        c = _config(args, length, strategy, kind)
         it = pipeline.train_iterator(c, tok, batch_size=args.batch_size)
         rate = _rate(it, args.batch_size, args.seconds)
         it.close()
-        results.append((length, kind, f"bert_jax {kind} + {masking}", rate))
-        print(f"L={length} {kind} + {masking}: {rate:,.0f} seq/s", flush=True)
-      for masking in strategies:
-        results.append((length, kind, f"bert_jax {kind} + {masking}, serial (rows "
-                        f"{us['rows']:.1f} + masking {us[masking]:.1f} us/row)",
-                        1e6 / (us["rows"] + us[masking])))
+        results.append((length, kind, f"bert_jax {kind} + {strategy}", rate))
+        print(f"L={length} {kind} + {strategy}: {rate:,.0f} seq/s", flush=True)
+      for strategy in strategies:
+        results.append((length, kind, f"bert_jax {kind} + {strategy}, serial (rows "
+                        f"{us['rows']:.1f} + masking {us[strategy]:.1f} us/row)",
+                        1e6 / (us["rows"] + us[strategy])))
       # HF masks the token ids of the same kind of rows, measured right after ours.
       rows = inst_lib.build_rows(corpus, kind=kind, max_seq_length=length,
                                  short_seq_prob=base.short_seq_prob, pack=False,

@@ -24,7 +24,12 @@ import shutil
 import time
 import tracemalloc
 
-from bert_jax.configs import common
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads with the data modules below
+
+from bert_jax.configs import common  # noqa: E402
+from bert_jax.data import pipeline  # noqa: E402
+from bert_jax.data import preprocess  # noqa: E402
+from bert_jax.data import tokenizers  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -41,7 +46,6 @@ def _config(args, workdir):
 
 
 def _run(c, tok, args, start_batch=0, n=None, trace=False):
-  from bert_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   stats: dict = {}
   if trace:
     tracemalloc.start()
@@ -77,9 +81,6 @@ def main(argv=None):
   p.add_argument("--resume_batch", type=int, default=200)
   p.add_argument("--vocab_size", type=int, default=8000)
   args = p.parse_args(argv)
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads with these data modules
-  from bert_jax.data import preprocess  # pylint: disable=g-import-not-at-top
-  from bert_jax.data import tokenizers  # pylint: disable=g-import-not-at-top
 
   workdir = pathlib.Path(args.workdir)
   c = _config(args, workdir)
